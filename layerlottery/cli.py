@@ -1,0 +1,371 @@
+"""The ``layerlottery`` command line: a thin shell over the library.
+
+Each command parses its flags, calls one library function, and prints a table (or JSON with ``--json``).
+Mistakes the user can fix print one line and exit with status 2; nothing is left half-written on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from layerlottery.errors import ConfigError, LayerLotteryError
+
+app = typer.Typer(
+    name="layerlottery",
+    help=(
+        "Find layer-pruned lottery tickets: score every residual block of a network, delete the weakest "
+        "blocks, and get a genuinely shallower network.\n\n"
+        "Start with:  layerlottery blocks cifar_resnet32 --shortcut B"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+# ------------------------------------------------------------------------------------------- options
+
+ModelArg = typer.Argument(..., help="A registered model, see `layerlottery models` (e.g. cifar_resnet32).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+ShortcutOpt = typer.Option("A", "--shortcut", help="CIFAR ResNet shortcut: A (zero-padded identity) or B (1x1 projection, the paper's).")
+ZeroInitOpt = typer.Option(False, "--zero-init-residual", help="Zero-initialize the last BN of each residual branch.")
+DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use). Default: cifar10, or none for data-free criteria.")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the dataset files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
+SplitOpt = typer.Option("train", "--split", help="Dataset split to draw scoring samples from: train or test.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the initialization (theta_0), of the scoring samples and of the random criterion.")
+CriterionOpt = typer.Option("grasp", "--criterion", "-c", help="Scoring criterion, see `layerlottery score --help` (grasp is the paper's default).")
+SamplesOpt = typer.Option(10, "--samples-per-class", help="Class-balanced scoring samples per class (GraSP reference: 10).")
+OptionOpt = typer.Option(None, "--option", "-o", help="Criterion option KEY=VALUE, repeatable (e.g. -o aggregation=mean -o temperature=100).")
+DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run ``action``; turn a user error into one line and exit status 2."""
+    try:
+        return action()
+    except LayerLotteryError as exc:
+        _fail(str(exc))
+
+
+def _parse_options(pairs: Optional[list[str]]) -> dict[str, Any]:
+    """``["temperature=100", "iterative=true"]`` -> ``{"temperature": 100, "iterative": True}``."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = {"none": None, "null": None}.get(raw.lower(), raw)
+        parsed[key.strip()] = value
+    return parsed
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but PyTorch sees no CUDA device; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
+    return device
+
+
+def _protect(value: str) -> Any:
+    if value in ("first", "none"):
+        return value if value == "first" else None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command()
+def models(as_json: bool = JsonOpt) -> None:
+    """List the registered models.
+
+    Example:  layerlottery models
+    """
+    from layerlottery.models import list_models
+    from layerlottery.models.registry import describe_model
+
+    rows = [{"name": name, "description": describe_model(name)} for name in list_models()]
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="Models")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for row in rows:
+        table.add_row(row["name"], row["description"])
+    out.print(table)
+
+
+@app.command()
+def blocks(
+    model: str = ModelArg,
+    shortcut: str = ShortcutOpt,
+    in_channels: int = typer.Option(3, "--in-channels", help="Input channels."),
+    image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
+    num_classes: int = typer.Option(10, "--num-classes", help="Output classes."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show every residual block: stage, shapes, stride, MACs, params, and whether it can be removed.
+
+    Examples:
+      layerlottery blocks cifar_resnet32 --shortcut B
+      layerlottery blocks cifar_resnet56 --in-channels 1 --image-size 28 --json
+    """
+    from layerlottery.models import create_model
+    from layerlottery.models.blocks import find_blocks
+    from layerlottery.surgery import max_removable, protected_names
+
+    options = {"shortcut": shortcut, "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
+    network = _run(lambda: find_blocks(create_model(model, **options)))
+    protected = protected_names(network)
+    rows = []
+    for block in network:
+        status = "protected" if block.removable and block.name in protected else "candidate" if block.removable else f"kept: {block.reason}"
+        rows.append({**_block_row(block), "status": status})
+    limit = max_removable(network)
+    if as_json:
+        return _emit_json({"model": model, "options": options, "total_macs": network.total_macs, "total_params": network.total_params, "max_removable": limit, "blocks": rows})
+    table = Table(title=f"{model} ({shortcut}): {len(network)} residual blocks, up to {limit} removable")
+    for column in ("block", "stage", "#", "input", "output", "stride", "MACs", "params", "status"):
+        table.add_column(column, justify="right" if column in ("#", "stride", "MACs", "params") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["stage"], str(row["index"]), _shape(row["input_shape"]), _shape(row["output_shape"]), str(row["stride"]), f"{row['macs']:,}", f"{row['params']:,}", row["status"])
+    out.print(table)
+    out.print(f"Network: {network.total_macs:,} MACs ({2 * network.total_macs:,} FLOPs), {network.total_params:,} parameters")
+
+
+def _block_row(block: Any) -> dict[str, Any]:
+    return {
+        "name": block.name,
+        "stage": block.stage,
+        "index": block.index,
+        "input_shape": list(block.input_shape),
+        "output_shape": list(block.output_shape),
+        "stride": block.stride,
+        "macs": block.macs,
+        "params": block.params,
+    }
+
+
+def _find_ticket(
+    model: str,
+    criterion: str,
+    option: Optional[list[str]],
+    data: Optional[str],
+    data_dir: Optional[Path],
+    split: str,
+    samples_per_class: int,
+    seed: int,
+    shortcut: str,
+    zero_init_residual: bool,
+    device: str,
+    **target: Any,
+) -> Any:
+    """Shared by score and prune: check every flag, load the data if needed, then find the ticket."""
+    from layerlottery.criteria import get_criterion
+    from layerlottery.data import get_dataset
+    from layerlottery.experiments import ticket_at_init
+
+    criterion_options = _parse_options(option)
+    spec = get_criterion(criterion)
+    spec.resolve_options(criterion_options)  # a typo in -o fails before any data is loaded
+    resolved_device = _resolve_device(device)
+    dataset = None
+    if data is not None or spec.needs_data:
+        name = data or "cifar10"
+        with err.status(f"Loading {name} ({split})..."):
+            dataset = get_dataset(name, split=split, data_dir=data_dir, seed=seed)
+    with err.status(f"Scoring the blocks of {model} with {criterion}..."):
+        return ticket_at_init(
+            model,
+            criterion,
+            dataset=dataset,
+            seed=seed,
+            samples_per_class=samples_per_class,
+            model_options={"shortcut": shortcut, "zero_init_residual": zero_init_residual},
+            criterion_options=criterion_options,
+            device=resolved_device,
+            **target,
+        )
+
+
+@app.command()
+def score(
+    model: str = ModelArg,
+    criterion: str = CriterionOpt,
+    option: Optional[list[str]] = OptionOpt,
+    data: Optional[str] = DataOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    split: str = SplitOpt,
+    samples_per_class: int = SamplesOpt,
+    seed: int = SeedOpt,
+    shortcut: str = ShortcutOpt,
+    zero_init_residual: bool = ZeroInitOpt,
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score every removable block at initialization; lower means less important.
+
+    Criteria: random, magnitude, snip, grasp, synflow, gradnorm. Criterion options go through -o:
+    aggregation (sum | mean | abs_sum), bn_mode (train | eval), temperature and variant (grasp),
+    norm (magnitude), iterative (synflow), seed (random).
+
+    Examples:
+      layerlottery score cifar_resnet32 --data synthetic -c snip
+      layerlottery score cifar_resnet56 --data cifar10 -c grasp -o variant=abs
+      layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
+    """
+    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0))
+    scores, network = ticket.scores, ticket.blocks
+    order = {name: position for position, name in enumerate(network.names)}
+    ranked = sorted(scores, key=lambda name: (scores[name], order[name]))
+    if as_json:
+        return _emit_json({"model": model, "seed": seed, "data": data, **scores.to_dict(), "ranking": ranked})
+    table = Table(title=f"{criterion} scores of {model} at initialization (seed {seed}); lower = less important")
+    for column in ("rank", "block", "score", "MACs"):
+        table.add_column(column, justify="left" if column == "block" else "right")
+    for rank, name in enumerate(ranked, start=1):
+        table.add_row(str(rank), name, f"{scores[name]:.6g}", f"{network[name].macs:,}")
+    out.print(table)
+    out.print(f"Criterion options: {json.dumps(scores.options)}")
+
+
+@app.command()
+def prune(
+    model: str = ModelArg,
+    p: Optional[int] = typer.Option(None, "-p", "--p", help="Number of blocks to remove (the paper's p)."),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="Or: fraction of the residual blocks to remove."),
+    mac_reduction: Optional[float] = typer.Option(None, "--mac-reduction", help="Or: fraction of the MACs to remove at least."),
+    out_dir: Path = typer.Option(..., "--out", help="New folder for plan.json, pruned.pt (layerlottery), pruned.pt2 (plain PyTorch), summary.json."),
+    criterion: str = CriterionOpt,
+    option: Optional[list[str]] = OptionOpt,
+    protect: str = typer.Option("first", "--protect", help="Blocks never removed: first (of each stage, the paper's), none, or comma-separated names."),
+    min_per_stage: int = typer.Option(2, "--min-per-stage", help="Blocks every stage keeps at least."),
+    data: Optional[str] = DataOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    split: str = SplitOpt,
+    samples_per_class: int = SamplesOpt,
+    seed: int = SeedOpt,
+    shortcut: str = ShortcutOpt,
+    zero_init_residual: bool = ZeroInitOpt,
+    device: str = DeviceOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find a ticket at initialization: score the blocks, remove the weakest, save the shallower network.
+
+    The pruned network keeps its initial weights (theta_0) and is ready to train. It is saved as
+    plan.json (replays on a fresh model), pruned.pt (load with layerlottery.load_pruned) and pruned.pt2
+    (torch.export.load(...).module(), no layerlottery needed).
+
+    Examples:
+      layerlottery prune cifar_resnet32 --shortcut B --data synthetic -c grasp -p 3 --out ticket
+      layerlottery prune cifar_resnet56 --shortcut B --data cifar10 -c snip --mac-reduction 0.3 --out t56
+      layerlottery prune cifar_resnet20 -c synflow -p 2 --protect none --min-per-stage 1 --out t20 --json
+    """
+    if out_dir.exists() and not overwrite:
+        _fail(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    target = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
+    if all(value is None for value in target.values()):
+        _fail("say how much to remove: -p N, --fraction F or --mac-reduction F")
+    ticket = _run(
+        lambda: _find_ticket(
+            model, criterion, option, data, data_dir, split, samples_per_class, seed, shortcut,
+            zero_init_residual, device, protect=_protect(protect), min_per_stage=min_per_stage, **target,
+        )
+    )
+    summary = {
+        "model": model,
+        "seed": seed,
+        "data": data,
+        "split": split,
+        "samples_per_class": samples_per_class,
+        "plan": ticket.plan.to_dict(),
+        "files": {"plan": "plan.json", "layerlottery": "pruned.pt", "pytorch": "pruned.pt2"},
+    }
+    with err.status(f"Saving to {out_dir}..."):
+        _run(lambda: _save_ticket(ticket, summary, out_dir))
+    if as_json:
+        return _emit_json({**summary, "out": str(out_dir)})
+    _print_ticket(ticket, out_dir)
+
+
+def _save_ticket(ticket: Any, summary: dict[str, Any], out_dir: Path) -> None:
+    """Write every file into a temporary sibling folder, then rename it: ``out_dir`` is complete or absent."""
+    from layerlottery.surgery import export_program, save_pruned
+
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        pruned = ticket.pruned.to("cpu")
+        ticket.plan.save(staging / "plan.json")
+        save_pruned(pruned, ticket.plan, staging / "pruned.pt")
+        export_program(pruned, staging / "pruned.pt2")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _print_ticket(ticket: Any, out_dir: Path) -> None:
+    plan, network = ticket.plan, ticket.blocks
+    table = Table(title=f"Ticket at initialization: {plan.model}, {plan.criterion}, p = {plan.p}")
+    for column in ("removed block", "score", "MACs", "params"):
+        table.add_column(column, justify="left" if column == "removed block" else "right")
+    for name in plan.removed:
+        table.add_row(name, f"{plan.scores[name]:.6g}", f"{network[name].macs:,}", f"{network[name].params:,}")
+    out.print(table)
+    summary = Table(show_header=True, title="Cost")
+    for column in ("", "dense", "ticket", "reduction"):
+        summary.add_column(column, justify="right")
+    summary.add_row("residual blocks", str(len(network)), str(len(network) - plan.p), f"{plan.p / len(network):.2%}")
+    summary.add_row("MACs", f"{plan.dense_macs:,}", f"{plan.pruned_macs:,}", f"{plan.mac_reduction:.2%}")
+    summary.add_row("FLOPs", f"{2 * plan.dense_macs:,}", f"{2 * plan.pruned_macs:,}", f"{plan.mac_reduction:.2%}")
+    summary.add_row("parameters", f"{plan.dense_params:,}", f"{plan.pruned_params:,}", f"{plan.param_reduction:.2%}")
+    out.print(summary)
+    out.print(f"Saved plan.json, pruned.pt, pruned.pt2 and summary.json to {out_dir}")
+
+
+def main() -> None:
+    """Entry point of the ``layerlottery`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Block criteria: score every removable residual block, lower = less important.
+
+``score_blocks(model, "grasp", batch)`` runs a registered criterion on a private copy of the model and
+returns :class:`BlockScores` (block name -> score, plus the criterion and every resolved option). Criteria:
+``random``, ``magnitude`` (data-free baselines), ``snip``, ``gradnorm``, ``grasp`` (need data) and
+``synflow`` (data-free, float64). Add one with :func:`register_criterion`.
+"""
+
+from layerlottery.criteria import baseline as _baseline  # noqa: F401  (registers random, magnitude)
+from layerlottery.criteria import gradient as _gradient  # noqa: F401  (registers snip, gradnorm)
+from layerlottery.criteria import grasp as _grasp  # noqa: F401  (registers grasp)
+from layerlottery.criteria import synflow as _synflow  # noqa: F401  (registers synflow)
+from layerlottery.criteria.base import (
+    ClassBalanceWarning,
+    Criterion,
+    DegenerateScoresWarning,
+    Option,
+    ScoringContext,
+    get_criterion,
+    list_criteria,
+    register_criterion,
+)
+from layerlottery.criteria.grasp import hessian_gradient_product
+from layerlottery.criteria.scores import BlockScores
+from layerlottery.criteria.scoring import score_blocks
+from layerlottery.criteria.synflow import synflow_weight_scores
+
+__all__ = [
+    "BlockScores",
+    "ClassBalanceWarning",
+    "Criterion",
+    "DegenerateScoresWarning",
+    "Option",
+    "ScoringContext",
+    "get_criterion",
+    "hessian_gradient_product",
+    "list_criteria",
+    "register_criterion",
+    "score_blocks",
+    "synflow_weight_scores",
+]

@@ -1,0 +1,125 @@
+"""GraSP (Wang et al. 2020), the paper's default: gradient-signal preservation via a Hessian-gradient product.
+
+Per weight, the reference computes ``S = -w * (H g)`` and removes the weights with the *largest* S (they
+least reduce, or most increase, the gradient flow when removed). A block's importance is therefore
+``-(sum of S over the block)`` = aggregate(w * H g), lowest removed (``variant="reference"``); Frankle et
+al. (2021) found ranking by ``|S|`` at least as good (``variant="abs"``).
+
+Following the reference: logits are divided by a temperature T (200 for CIFAR), and the data are
+class-balanced, the first ``samples_per_class`` samples of each class (10 for CIFAR-10 ResNet-32).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from layerlottery.criteria.base import (
+    Batch,
+    ClassBalanceWarning,
+    Option,
+    ScoringContext,
+    aggregation_option,
+    bn_mode_option,
+    integer,
+    one_of,
+    positive_float,
+    register_criterion,
+)
+from layerlottery.criteria.common import block_scores, hessian_gradient_products, output_width
+from layerlottery.errors import ConfigError, DataError
+
+
+def hessian_gradient_product(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    temperature: float = 1.0,
+) -> list[torch.Tensor]:
+    """``H g`` for L = mean cross-entropy of ``model(inputs) / temperature``: Hessian of L times its gradient.
+
+    Both w.r.t. ``params`` (parameters of ``model`` that require grad), by double backward, without
+    touching any ``.grad``. The model runs as it is: in train mode its BN running statistics move, so pass
+    a copy if that matters.
+    """
+    frozen = [index for index, p in enumerate(params) if not p.requires_grad]
+    if frozen:
+        raise ConfigError(f"params {frozen} do not require grad; H g needs requires_grad=True on every param")
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0, not {temperature}")
+    return hessian_gradient_products(model, [(inputs, labels)], list(params), float(temperature))[1]
+
+
+def select_per_class(
+    batches: Sequence[Batch], samples_per_class: int, num_classes: int
+) -> tuple[Batch, dict[int, int]]:
+    """The first ``samples_per_class`` samples of each class, in data order, as one batch.
+
+    Returns the batch and ``{class: count}`` for the classes that came up short (empty when balanced).
+    One batch, because in BN train mode the composition of each batch changes the scores, and the
+    reference scores its class-balanced sample together.
+    """
+    taken = torch.zeros(num_classes, dtype=torch.long)
+    chosen_inputs, chosen_labels = [], []
+    for inputs, labels in batches:
+        if bool((taken >= samples_per_class).all()):
+            break
+        keep = torch.zeros(len(labels), dtype=torch.bool)
+        for index, label in enumerate(labels.tolist()):
+            if 0 <= label < num_classes and taken[label] < samples_per_class:
+                taken[label] += 1
+                keep[index] = True
+        if keep.any():
+            keep = keep.to(labels.device)
+            chosen_inputs.append(inputs[keep])
+            chosen_labels.append(labels[keep])
+    if not chosen_labels:
+        raise DataError(f"no sample of the data has a label in 0..{num_classes - 1}; check the labels")
+    short = {c: int(n) for c, n in enumerate(taken.tolist()) if n < samples_per_class}
+    return (torch.cat(chosen_inputs), torch.cat(chosen_labels)), short
+
+
+@register_criterion(
+    "grasp",
+    options={
+        "aggregation": aggregation_option("sum"),
+        "bn_mode": bn_mode_option("train"),
+        "temperature": Option(200.0, positive_float, "logits are divided by this before the loss"),
+        "samples_per_class": Option(
+            10, integer(minimum=1, allow_none=True), "first N samples of each class; None: all the data as given"
+        ),
+        "variant": Option("reference", one_of("reference", "abs"), "reference: w * Hg; abs: |w * Hg|"),
+    },
+    needs_data=True,
+    gradient_based=True,
+)
+def grasp(context: ScoringContext) -> dict[str, float]:
+    """GraSP: block importance aggregate(w * H g) (= -sum of the reference S), or aggregate(|w * H g|)."""
+    options = context.options
+    batches = context.batches
+    assert batches is not None
+    if options["samples_per_class"] is not None:
+        per_class = int(options["samples_per_class"])  # type: ignore[arg-type]
+        num_classes = output_width(context.model, batches[0][0])
+        batch, short = select_per_class(batches, per_class, num_classes)
+        if short:
+            listed = ", ".join(f"{c} ({n})" for c, n in short.items())
+            warnings.warn(
+                f"grasp: samples_per_class={per_class} but the data has fewer of classes {listed}; scoring "
+                f"with the {len(batch[1])} samples found. Pass more data or samples_per_class=None",
+                ClassBalanceWarning,
+                stacklevel=4,
+            )
+        batches = [batch]
+    weights = context.weights()
+    _, products = hessian_gradient_products(
+        context.model, batches, list(weights.values()), float(options["temperature"])  # type: ignore[arg-type]
+    )
+    importance = {name: w.detach() * hg for (name, w), hg in zip(weights.items(), products)}
+    if options["variant"] == "abs":
+        importance = {name: value.abs() for name, value in importance.items()}
+    return block_scores(importance, context.groups, str(options["aggregation"]))

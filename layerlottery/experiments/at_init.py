@@ -1,0 +1,107 @@
+"""A ticket at initialization (the paper's Algorithm 2, steps 1-2): score theta_0, remove the p weakest blocks.
+
+Training the ticket (step 3) belongs to the training engine; this module gives the pruned network with its
+theta_0 weights, the scores, and the removal plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from layerlottery.criteria import BlockScores, get_criterion, score_blocks
+from layerlottery.data import ImageDataset
+from layerlottery.errors import ConfigError
+from layerlottery.models import create_model
+from layerlottery.models.blocks import NetworkBlocks, find_blocks
+from layerlottery.surgery import RemovalPlan, remove_blocks, select_blocks
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A pruned network at initialization and how it was found."""
+
+    dense: nn.Module
+    pruned: nn.Module
+    blocks: NetworkBlocks
+    """The dense network's blocks (names, costs, removability)."""
+    scores: BlockScores
+    plan: RemovalPlan
+
+
+def model_options_for(dataset: ImageDataset | None, **options: Any) -> dict[str, Any]:
+    """Model options that fit ``dataset`` (channels, classes, image size), overridden by ``options``."""
+    fitted: dict[str, Any] = {}
+    if dataset is not None:
+        channels, height, _width = dataset.input_shape
+        fitted = {"in_channels": channels, "num_classes": dataset.num_classes, "image_size": height}
+    return {**fitted, **options}
+
+
+def scoring_data(
+    dataset: ImageDataset | None,
+    criterion: str,
+    samples_per_class: int = 10,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> Batch | None:
+    """The batch a criterion scores with: ``samples_per_class`` images of every class, or ``None`` if data-free.
+
+    Class-balanced sampling follows the GraSP reference (10 per class for CIFAR-10); it is used for every
+    data criterion so that their scores see the same images.
+    """
+    if not get_criterion(criterion).needs_data:
+        return None
+    if dataset is None:
+        raise ConfigError(f"criterion {criterion!r} needs data; pass a dataset")
+    return dataset.class_balanced(samples_per_class, seed=seed, device=device)
+
+
+def ticket_at_init(
+    model: str,
+    criterion: str,
+    *,
+    dataset: ImageDataset | None = None,
+    p: int | None = None,
+    fraction: float | None = None,
+    mac_reduction: float | None = None,
+    protect: str | Sequence[str] | None = "first",
+    min_per_stage: int = 2,
+    seed: int = 0,
+    samples_per_class: int = 10,
+    model_options: Mapping[str, Any] | None = None,
+    criterion_options: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> Ticket:
+    """Build ``model`` from ``seed`` (theta_0), score its blocks with ``criterion``, remove the weakest.
+
+    ``model_options`` are fitted to ``dataset`` (channels, classes, image size) unless given. The
+    ``random`` criterion takes its seed from ``seed`` unless ``criterion_options`` sets one.
+    """
+    options = model_options_for(dataset, **(model_options or {}))
+    get_criterion(criterion).resolve_options(dict(criterion_options or {}))  # fail before building anything
+    torch.manual_seed(seed)
+    dense = create_model(model, **options).to(device)
+    blocks = find_blocks(dense)
+    extra = dict(criterion_options or {})
+    if "seed" in get_criterion(criterion).options:
+        extra.setdefault("seed", seed)
+    data = scoring_data(dataset, criterion, samples_per_class, seed, device)
+    scores = score_blocks(dense, criterion, data, blocks=blocks, **extra)
+    plan = select_blocks(
+        blocks,
+        scores,
+        p=p,
+        fraction=fraction,
+        mac_reduction=mac_reduction,
+        protect=protect,
+        min_per_stage=min_per_stage,
+        model=model,
+        model_options=options,
+    )
+    return Ticket(dense=dense, pruned=remove_blocks(dense, plan), blocks=blocks, scores=scores, plan=plan)

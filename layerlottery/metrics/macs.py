@@ -1,0 +1,95 @@
+"""MACs, FLOPs and parameter counts, from PyTorch's own FLOP counter.
+
+``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-accumulate for convolutions and
+matrix products (and nothing for BN, ReLU, pooling or additions). The paper's framework counts
+multiply-accumulates of conv and linear layers, so ``MACs = FLOPs / 2``; both are labelled where shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from layerlottery.errors import ConfigError
+
+
+def resolve_input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The per-sample input shape to count with: ``input_shape`` or the model's ``default_input_shape``."""
+    shape = input_shape if input_shape is not None else getattr(model, "default_input_shape", None)
+    if shape is None:
+        raise ConfigError(
+            f"{type(model).__name__} has no default_input_shape; pass input_shape, e.g. (3, 32, 32) without the batch size"
+        )
+    shape = tuple(int(s) for s in shape)
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"input_shape {shape} must be positive sizes per sample, without the batch dimension")
+    return shape
+
+
+@contextlib.contextmanager
+def inference_mode_of(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode without gradients, then restore every module's own training flag.
+
+    Restoring the flags (instead of deep-copying the model) leaves the model exactly as it was - eval mode
+    changes no weight or BN statistic - without doubling memory for a large network.
+    """
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+def example_input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+    """A zero batch on the model's device and in its floating dtype."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    return torch.zeros((batch_size, *input_shape), device=device, dtype=dtype)
+
+
+def flops_by_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> dict[str, int]:
+    """FLOPs of one sample's forward pass, per module qualified name (``""`` is the whole model)."""
+    shape = resolve_input_shape(model, input_shape)
+    counter = FlopCounterMode(display=False)
+    with inference_mode_of(model), counter:
+        model(example_input(model, shape))
+    return flops_per_qualified_name(counter, type(model).__name__)
+
+
+def flops_per_qualified_name(counter: FlopCounterMode, root: str) -> dict[str, int]:
+    """Read a finished counter as ``{qualified module name: FLOPs}``, ``""`` for the whole model."""
+    counts: dict[str, int] = {"": 0}
+    for key, ops in counter.get_flop_counts().items():
+        # Keys are "Global" and "<RootClass>" for the whole model, "<RootClass>.<qualified.name>" below it.
+        if key in ("Global", root):
+            counts[""] = int(sum(ops.values()))
+        elif key.startswith(root + "."):
+            counts[key[len(root) + 1 :]] = int(sum(ops.values()))
+    return counts
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int] | None = None) -> int:
+    """FLOPs (2 per multiply-accumulate) of one sample's forward pass."""
+    return flops_by_module(model, input_shape)[""]
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int] | None = None) -> int:
+    """Multiply-accumulates (conv + linear) of one sample's forward pass; the paper's counting.
+
+    ``input_shape`` is per sample, without the batch dimension, e.g. ``(3, 32, 32)``; it defaults to the
+    model's ``default_input_shape``.
+    """
+    return count_flops(model, input_shape) // 2
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,280 @@
+"""Residual blocks of a network: what they are, where they sit, what they cost, whether they can go.
+
+A *block kind* tells how to recognise one family of residual blocks (our ``BasicBlock``, torchvision's
+``BasicBlock`` and ``Bottleneck``), which module ends its residual branch, and whether its shortcut is the
+identity. :func:`find_blocks` walks a model, runs one sample through it to record shapes and MACs, and
+returns one :class:`BlockInfo` per block. Only blocks with an identity shortcut and equal input and output
+shapes, held in an ``nn.Sequential``, can be deleted: removing such a block equals forcing its residual
+branch to zero, because the block then computes ``relu(x)`` of an input that is already non-negative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence, overload
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from layerlottery.errors import ConfigError, PruningError
+from layerlottery.metrics.macs import (
+    example_input,
+    flops_per_qualified_name,
+    inference_mode_of,
+    resolve_input_shape,
+)
+from layerlottery.models.cifar_resnet import BasicBlock
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    """How to read one family of residual blocks."""
+
+    name: str
+    matches: Callable[[nn.Module], bool]
+    branch_end: Callable[[nn.Module], nn.Module]
+    """The last module of the residual branch (its output is what the shortcut is added to)."""
+    has_identity_shortcut: Callable[[nn.Module], bool]
+
+
+_BLOCK_KINDS: list[BlockKind] = []
+
+
+def register_block_kind(kind: BlockKind) -> BlockKind:
+    """Teach :func:`find_blocks` a new family of residual blocks."""
+    _BLOCK_KINDS.append(kind)
+    return kind
+
+
+def block_kind_of(module: nn.Module) -> BlockKind | None:
+    """The registered kind ``module`` belongs to, or ``None`` if it is not a known residual block."""
+    return next((kind for kind in _BLOCK_KINDS if kind.matches(module)), None)
+
+
+register_block_kind(
+    BlockKind(
+        name="cifar_basic",
+        matches=lambda m: isinstance(m, BasicBlock),
+        branch_end=lambda m: m.bn2,
+        has_identity_shortcut=lambda m: isinstance(m.shortcut, nn.Identity),
+    )
+)
+
+
+def _register_torchvision_kinds() -> None:
+    from torchvision.models import resnet as tv
+
+    register_block_kind(
+        BlockKind(
+            name="torchvision_basic",
+            matches=lambda m: isinstance(m, tv.BasicBlock),
+            branch_end=lambda m: m.bn2,
+            has_identity_shortcut=lambda m: m.downsample is None,
+        )
+    )
+    register_block_kind(
+        BlockKind(
+            name="torchvision_bottleneck",
+            matches=lambda m: isinstance(m, tv.Bottleneck),
+            branch_end=lambda m: m.bn3,
+            has_identity_shortcut=lambda m: m.downsample is None,
+        )
+    )
+
+
+_register_torchvision_kinds()
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One residual block: where it is, what it costs, and whether it can be deleted (and why not)."""
+
+    name: str
+    """Qualified module name, e.g. ``layer2.3``; stable across removal of other blocks."""
+    kind: str
+    stage: str
+    """Name of the container holding the block, e.g. ``layer2``."""
+    index: int
+    """Position within the stage, counted in the network the blocks were read from."""
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    stride: int
+    macs: int
+    params: int
+    removable: bool
+    reason: str = ""
+    """Why the block cannot be removed; empty when it can."""
+
+
+class NetworkBlocks(Sequence[BlockInfo]):
+    """The residual blocks of one network, in forward order, with the network's totals."""
+
+    def __init__(
+        self, blocks: Iterable[BlockInfo], input_shape: tuple[int, ...], total_macs: int, total_params: int
+    ) -> None:
+        self._blocks = tuple(blocks)
+        self._by_name = {block.name: block for block in self._blocks}
+        self.input_shape = input_shape
+        self.total_macs = total_macs
+        self.total_params = total_params
+
+    @overload
+    def __getitem__(self, key: int | str) -> BlockInfo: ...
+    @overload
+    def __getitem__(self, key: slice) -> tuple[BlockInfo, ...]: ...
+    def __getitem__(self, key):  # type: ignore[no-untyped-def]
+        if isinstance(key, str):
+            try:
+                return self._by_name[key]
+            except KeyError:
+                known = ", ".join(self._by_name) or "none"
+                raise PruningError(f"no residual block named {key!r}; blocks are: {known}") from None
+        return self._blocks[key]
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __iter__(self) -> Iterator[BlockInfo]:
+        return iter(self._blocks)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._by_name if isinstance(item, str) else item in self._blocks
+
+    @property
+    def names(self) -> list[str]:
+        return [block.name for block in self._blocks]
+
+    @property
+    def removable(self) -> list[BlockInfo]:
+        """Blocks that can be deleted structurally (identity shortcut, shape kept)."""
+        return [block for block in self._blocks if block.removable]
+
+    def stages(self) -> dict[str, list[BlockInfo]]:
+        """Blocks grouped by stage, in order."""
+        grouped: dict[str, list[BlockInfo]] = {}
+        for block in self._blocks:
+            grouped.setdefault(block.stage, []).append(block)
+        return grouped
+
+    def __repr__(self) -> str:
+        return f"NetworkBlocks({len(self)} blocks, {len(self.removable)} removable, {self.total_macs:,} MACs)"
+
+
+def residual_modules(model: nn.Module, required: bool = False) -> list[tuple[str, nn.Module, BlockKind]]:
+    """``(name, module, kind)`` for every residual block, outermost first, not descending into blocks.
+
+    With ``required``, a network without any known residual block raises :class:`PruningError`.
+    """
+    found: list[tuple[str, nn.Module, BlockKind]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}.{child_name}" if prefix else child_name
+            kind = block_kind_of(child)
+            if kind is not None:
+                found.append((name, child, kind))
+            else:
+                visit(name, child)
+
+    visit("", model)
+    if required and not found:
+        raise PruningError(
+            f"{type(model).__name__} has no residual blocks that layerlottery knows; "
+            "layer pruning needs residual blocks (a ResNet), or register a BlockKind for yours"
+        )
+    return found
+
+
+def find_blocks(model: nn.Module, input_shape: Sequence[int] | None = None) -> NetworkBlocks:
+    """Every residual block of ``model`` with stage, shapes, stride, MACs, params and removability.
+
+    ``input_shape`` is one sample's shape without the batch dimension; it defaults to the model's
+    ``default_input_shape``. The model is left exactly as it was (one forward pass in eval mode).
+    """
+    shape = resolve_input_shape(model, input_shape)
+    found = residual_modules(model, required=True)
+    parents = dict(model.named_modules())
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            shapes[name] = (tuple(args[0].shape[1:]), tuple(output.shape[1:]))
+
+        return hook
+
+    counter = FlopCounterMode(display=False)
+    with contextlib.ExitStack() as stack:
+        for name, module, _ in found:
+            stack.callback(module.register_forward_hook(recorder(name)).remove)
+        stack.enter_context(inference_mode_of(model))
+        stack.enter_context(counter)
+        model(example_input(model, shape))
+    flops = flops_per_qualified_name(counter, type(model).__name__)
+
+    blocks = []
+    positions: dict[str, int] = {}
+    for name, module, kind in found:
+        if name not in shapes:
+            raise ConfigError(f"block {name} was not called in the forward pass; layerlottery cannot prune it")
+        stage, _, _ = name.rpartition(".")
+        index = positions.get(stage, 0)
+        positions[stage] = index + 1
+        in_shape, out_shape = shapes[name]
+        stride = in_shape[-1] // out_shape[-1] if len(in_shape) == 3 and out_shape[-1] else 1
+        reason = structural_obstacle(module, kind, parents.get(stage))
+        if not reason and in_shape != out_shape:
+            reason = f"shape changes {in_shape} -> {out_shape}"
+        blocks.append(
+            BlockInfo(
+                name=name,
+                kind=kind.name,
+                stage=stage,
+                index=index,
+                input_shape=in_shape,
+                output_shape=out_shape,
+                stride=stride,
+                macs=flops.get(name, 0) // 2,
+                params=sum(p.numel() for p in module.parameters()),
+                removable=not reason,
+                reason=reason,
+            )
+        )
+    total_params = sum(p.numel() for p in model.parameters())
+    return NetworkBlocks(blocks, shape, flops.get("", 0) // 2, total_params)
+
+
+def structural_obstacle(module: nn.Module, kind: BlockKind, parent: nn.Module | None) -> str:
+    """Why the block's structure forbids deleting it, or ``""``.
+
+    An identity shortcut adds the block's input to its output, so the two shapes already agree; the
+    forward pass in :func:`find_blocks` checks that again for block kinds that might broadcast.
+    """
+    if not kind.has_identity_shortcut(module):
+        return "projection/downsampling shortcut"
+    if not isinstance(parent, nn.Sequential):
+        return "not held in an nn.Sequential"
+    return ""
+
+
+@contextlib.contextmanager
+def zero_branches(model: nn.Module, names: Iterable[str]) -> Iterator[None]:
+    """Force the residual branch of each named block to output zeros, for the duration of the context.
+
+    The block then computes ``shortcut(x)`` (+ its final activation), which is what deleting it leaves.
+    """
+    modules = dict(model.named_modules())
+    handles = []
+    try:
+        for name in names:
+            module = modules.get(name)
+            kind = block_kind_of(module) if module is not None else None
+            if kind is None:
+                raise PruningError(f"{name!r} is not a residual block of {type(model).__name__}")
+            end = kind.branch_end(module)
+            handles.append(end.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,18 @@
+"""Surgery: choose blocks from scores (select), record the choice (plan), build the shallower model (apply)."""
+
+from layerlottery.surgery.apply import remove_blocks
+from layerlottery.surgery.export import export_program, load_pruned, save_pruned
+from layerlottery.surgery.plan import RemovalPlan
+from layerlottery.surgery.select import candidate_blocks, max_removable, protected_names, select_blocks
+
+__all__ = [
+    "RemovalPlan",
+    "candidate_blocks",
+    "export_program",
+    "load_pruned",
+    "max_removable",
+    "protected_names",
+    "remove_blocks",
+    "save_pruned",
+    "select_blocks",
+]
