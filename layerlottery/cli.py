@@ -7,10 +7,7 @@ Mistakes the user can fix print one line and exit with status 2; nothing is left
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -39,10 +36,11 @@ err = Console(stderr=True)
 
 ModelArg = typer.Argument(..., help="A registered model, see `layerlottery models` (e.g. cifar_resnet32).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
-ShortcutOpt = typer.Option("A", "--shortcut", help="CIFAR ResNet shortcut: A (zero-padded identity) or B (1x1 projection, the paper's).")
+ShortcutOpt = typer.Option(None, "--shortcut", help="CIFAR ResNet shortcut: A (zero-padded identity, the default) or B (1x1 projection, the paper's).")
 ZeroInitOpt = typer.Option(False, "--zero-init-residual", help="Zero-initialize the last BN of each residual branch.")
 DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use). Default: cifar10, or none for data-free criteria.")
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the dataset files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
+DataOptionOpt = typer.Option(None, "--data-option", help="Dataset option KEY=VALUE, repeatable (e.g. train_fraction=0.8 to split MNIST's test set, num_samples=512 for synthetic).")
 SplitOpt = typer.Option("train", "--split", help="Dataset split to draw scoring samples from: train or test.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the initialization (theta_0), of the scoring samples and of the random criterion.")
 CriterionOpt = typer.Option("grasp", "--criterion", "-c", help="Scoring criterion, see `layerlottery score --help` (grasp is the paper's default).")
@@ -65,12 +63,15 @@ def _run(action: Callable[[], Any]) -> Any:
 
 
 def _parse_options(pairs: Optional[list[str]]) -> dict[str, Any]:
-    """``["temperature=100", "iterative=true"]`` -> ``{"temperature": 100, "iterative": True}``."""
+    """``["temperature=100", "iterative=true"]`` -> ``{"temperature": 100, "iterative": True}``.
+
+    Values are read as JSON (numbers, true/false, null) and otherwise kept as strings.
+    """
     parsed: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--option expects KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"options are given as KEY=VALUE, got {pair!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -89,6 +90,11 @@ def _resolve_device(device: str) -> str:
     if not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
     return device
+
+
+def _model_options(**options: Any) -> dict[str, Any]:
+    """The model options the user set; unset ones (None) keep the model's defaults."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def _protect(value: str) -> Any:
@@ -131,7 +137,7 @@ def models(as_json: bool = JsonOpt) -> None:
 @app.command()
 def blocks(
     model: str = ModelArg,
-    shortcut: str = ShortcutOpt,
+    shortcut: Optional[str] = ShortcutOpt,
     in_channels: int = typer.Option(3, "--in-channels", help="Input channels."),
     image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
     num_classes: int = typer.Option(10, "--num-classes", help="Output classes."),
@@ -147,22 +153,27 @@ def blocks(
     from layerlottery.models.blocks import find_blocks
     from layerlottery.surgery import max_removable, protected_names
 
-    options = {"shortcut": shortcut, "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
+    options = _model_options(shortcut=shortcut, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
     network = _run(lambda: find_blocks(create_model(model, **options)))
     protected = protected_names(network)
     rows = []
     for block in network:
-        status = "protected" if block.removable and block.name in protected else "candidate" if block.removable else f"kept: {block.reason}"
-        rows.append({**_block_row(block), "status": status})
+        status = "protected" if block.removable and block.name in protected else "candidate" if block.removable else "fixed"
+        rows.append({**_block_row(block), "status": status, "reason": block.reason})
     limit = max_removable(network)
     if as_json:
         return _emit_json({"model": model, "options": options, "total_macs": network.total_macs, "total_params": network.total_params, "max_removable": limit, "blocks": rows})
-    table = Table(title=f"{model} ({shortcut}): {len(network)} residual blocks, up to {limit} removable")
-    for column in ("block", "stage", "#", "input", "output", "stride", "MACs", "params", "status"):
-        table.add_column(column, justify="right" if column in ("#", "stride", "MACs", "params") else "left")
+    table = Table(title=f"{model}: {len(network)} residual blocks, up to {limit} removable")
+    for column in ("block", "input -> output", "stride", "MACs", "params", "status"):
+        table.add_column(column, justify="right" if column in ("stride", "MACs", "params") else "left", no_wrap=True)
     for row in rows:
-        table.add_row(row["name"], row["stage"], str(row["index"]), _shape(row["input_shape"]), _shape(row["output_shape"]), str(row["stride"]), f"{row['macs']:,}", f"{row['params']:,}", row["status"])
+        shapes = f"{_shape(row['input_shape'])} -> {_shape(row['output_shape'])}"
+        table.add_row(row["name"], shapes, str(row["stride"]), f"{row['macs']:,}", f"{row['params']:,}", row["status"])
     out.print(table)
+    reasons = sorted({f"{row['name']}: {row['reason']}" for row in rows if row["reason"]})
+    if reasons:
+        out.print("fixed = cannot be removed (" + "; ".join(reasons) + ")", highlight=False)
+    out.print("protected = removable, but kept by default (first block of its stage, as in the paper)")
     out.print(f"Network: {network.total_macs:,} MACs ({2 * network.total_macs:,} FLOPs), {network.total_params:,} parameters")
 
 
@@ -185,10 +196,11 @@ def _find_ticket(
     option: Optional[list[str]],
     data: Optional[str],
     data_dir: Optional[Path],
+    data_option: Optional[list[str]],
     split: str,
     samples_per_class: int,
     seed: int,
-    shortcut: str,
+    shortcut: Optional[str],
     zero_init_residual: bool,
     device: str,
     **target: Any,
@@ -206,7 +218,7 @@ def _find_ticket(
     if data is not None or spec.needs_data:
         name = data or "cifar10"
         with err.status(f"Loading {name} ({split})..."):
-            dataset = get_dataset(name, split=split, data_dir=data_dir, seed=seed)
+            dataset = get_dataset(name, split=split, data_dir=data_dir, seed=seed, **_parse_options(data_option))
     with err.status(f"Scoring the blocks of {model} with {criterion}..."):
         return ticket_at_init(
             model,
@@ -214,7 +226,7 @@ def _find_ticket(
             dataset=dataset,
             seed=seed,
             samples_per_class=samples_per_class,
-            model_options={"shortcut": shortcut, "zero_init_residual": zero_init_residual},
+            model_options=_model_options(shortcut=shortcut, zero_init_residual=zero_init_residual or None),
             criterion_options=criterion_options,
             device=resolved_device,
             **target,
@@ -228,10 +240,11 @@ def score(
     option: Optional[list[str]] = OptionOpt,
     data: Optional[str] = DataOpt,
     data_dir: Optional[Path] = DataDirOpt,
+    data_option: Optional[list[str]] = DataOptionOpt,
     split: str = SplitOpt,
     samples_per_class: int = SamplesOpt,
     seed: int = SeedOpt,
-    shortcut: str = ShortcutOpt,
+    shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
     device: str = DeviceOpt,
     as_json: bool = JsonOpt,
@@ -247,19 +260,19 @@ def score(
       layerlottery score cifar_resnet56 --data cifar10 -c grasp -o variant=abs
       layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
     """
-    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0))
+    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0))
     scores, network = ticket.scores, ticket.blocks
     order = {name: position for position, name in enumerate(network.names)}
     ranked = sorted(scores, key=lambda name: (scores[name], order[name]))
     if as_json:
         return _emit_json({"model": model, "seed": seed, "data": data, **scores.to_dict(), "ranking": ranked})
-    table = Table(title=f"{criterion} scores of {model} at initialization (seed {seed}); lower = less important")
+    table = Table(title=f"{criterion} scores, {model}, seed {seed}")
     for column in ("rank", "block", "score", "MACs"):
         table.add_column(column, justify="left" if column == "block" else "right")
     for rank, name in enumerate(ranked, start=1):
         table.add_row(str(rank), name, f"{scores[name]:.6g}", f"{network[name].macs:,}")
     out.print(table)
-    out.print(f"Criterion options: {json.dumps(scores.options)}")
+    out.print(f"Lower = less important. Criterion options: {json.dumps(scores.options)}", highlight=False)
 
 
 @app.command()
@@ -275,10 +288,11 @@ def prune(
     min_per_stage: int = typer.Option(2, "--min-per-stage", help="Blocks every stage keeps at least."),
     data: Optional[str] = DataOpt,
     data_dir: Optional[Path] = DataDirOpt,
+    data_option: Optional[list[str]] = DataOptionOpt,
     split: str = SplitOpt,
     samples_per_class: int = SamplesOpt,
     seed: int = SeedOpt,
-    shortcut: str = ShortcutOpt,
+    shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
     device: str = DeviceOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
@@ -302,7 +316,7 @@ def prune(
         _fail("say how much to remove: -p N, --fraction F or --mac-reduction F")
     ticket = _run(
         lambda: _find_ticket(
-            model, criterion, option, data, data_dir, split, samples_per_class, seed, shortcut,
+            model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut,
             zero_init_residual, device, protect=_protect(protect), min_per_stage=min_per_stage, **target,
         )
     )
@@ -316,36 +330,27 @@ def prune(
         "files": {"plan": "plan.json", "layerlottery": "pruned.pt", "pytorch": "pruned.pt2"},
     }
     with err.status(f"Saving to {out_dir}..."):
-        _run(lambda: _save_ticket(ticket, summary, out_dir))
+        _run(lambda: _save_ticket(ticket, summary, out_dir, overwrite))
     if as_json:
         return _emit_json({**summary, "out": str(out_dir)})
     _print_ticket(ticket, out_dir)
 
 
-def _save_ticket(ticket: Any, summary: dict[str, Any], out_dir: Path) -> None:
-    """Write every file into a temporary sibling folder, then rename it: ``out_dir`` is complete or absent."""
+def _save_ticket(ticket: Any, summary: dict[str, Any], out_dir: Path, overwrite: bool) -> None:
+    from layerlottery.io import atomic_directory
     from layerlottery.surgery import export_program, save_pruned
 
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        pruned = ticket.pruned.to("cpu")
+    pruned = ticket.pruned.to("cpu")
+    with atomic_directory(out_dir, overwrite=overwrite) as staging:
         ticket.plan.save(staging / "plan.json")
         save_pruned(pruned, ticket.plan, staging / "pruned.pt")
         export_program(pruned, staging / "pruned.pt2")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def _print_ticket(ticket: Any, out_dir: Path) -> None:
     plan, network = ticket.plan, ticket.blocks
-    table = Table(title=f"Ticket at initialization: {plan.model}, {plan.criterion}, p = {plan.p}")
+    table = Table(title=f"{plan.model}, {plan.criterion}, p={plan.p}")
     for column in ("removed block", "score", "MACs", "params"):
         table.add_column(column, justify="left" if column == "removed block" else "right")
     for name in plan.removed:

@@ -42,10 +42,15 @@ def hessian_gradient_product(
 ) -> list[torch.Tensor]:
     """``H g`` for L = mean cross-entropy of ``model(inputs) / temperature``: Hessian of L times its gradient.
 
-    Both w.r.t. ``params`` (parameters of ``model`` that require grad), by double backward, without
+    Both w.r.t. ``params`` (parameters of ``model``, all requiring grad), by double backward, without
     touching any ``.grad``. The model runs as it is: in train mode its BN running statistics move, so pass
     a copy if that matters.
     """
+    own = {id(p) for p in model.parameters()}
+    foreign = [index for index, p in enumerate(params) if id(p) not in own]
+    if foreign:
+        # Their gradients would silently be zero; most likely the params of a copy of the model.
+        raise ConfigError(f"params {foreign} are not parameters of the model; pass tensors from model.parameters()")
     frozen = [index for index, p in enumerate(params) if not p.requires_grad]
     if frozen:
         raise ConfigError(f"params {frozen} do not require grad; H g needs requires_grad=True on every param")

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from layerlottery.errors import ConfigError, DataError
+from layerlottery.io import atomic_write
 from layerlottery.metrics.macs import example_input, inference_mode_of, resolve_input_shape
 from layerlottery.surgery.apply import remove_blocks
 from layerlottery.surgery.plan import RemovalPlan
 
 CHECKPOINT_FORMAT = "layerlottery-pruned"
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` and move the result into ``path`` only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def save_pruned(model: nn.Module, plan: RemovalPlan, path: str | os.PathLike) -> Path:
@@ -38,7 +24,7 @@ def save_pruned(model: nn.Module, plan: RemovalPlan, path: str | os.PathLike) ->
     The file holds only tensors and plain data, so it loads with ``torch.load(weights_only=True)``.
     """
     payload = {"format": CHECKPOINT_FORMAT, "plan": plan.to_dict(), "state_dict": model.state_dict()}
-    return _atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 def load_pruned(
@@ -80,4 +66,4 @@ def export_program(
     example = example_input(model, shape, batch_size=2)
     with inference_mode_of(model):
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    return _atomic_write(path, lambda tmp: torch.export.save(program, tmp))
+    return atomic_write(path, lambda tmp: torch.export.save(program, tmp))

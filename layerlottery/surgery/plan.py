@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from layerlottery.errors import ConfigError
+from layerlottery.io import atomic_write_text
 
 PLAN_FORMAT_VERSION = 1
 
@@ -97,12 +97,7 @@ class RemovalPlan:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan as JSON, atomically (a temp file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-            tmp.write(self.to_json())
-        os.replace(tmp.name, path)
-        return path
+        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RemovalPlan:
