@@ -89,8 +89,12 @@ def ticket_at_init(
     dense = create_model(model, **options).to(device)
     blocks = find_blocks(dense)
     extra = dict(criterion_options or {})
-    if "seed" in get_criterion(criterion).options:
+    spec = get_criterion(criterion)
+    # Criteria that draw randomly or sample per class follow the run's settings unless told otherwise.
+    if "seed" in spec.options:
         extra.setdefault("seed", seed)
+    if "samples_per_class" in spec.options:
+        extra.setdefault("samples_per_class", samples_per_class)
     data = scoring_data(dataset, criterion, samples_per_class, seed, device)
     scores = score_blocks(dense, criterion, data, blocks=blocks, **extra)
     plan = select_blocks(
