@@ -8,19 +8,8 @@ networks costs the same 4,718,592 MACs, so the reduction depends only on p.
 from __future__ import annotations
 
 import layerlottery as ll
+from layerlottery.paper import DENSE_MACS, TABLE_4
 from common import machine_line, write_result
-
-PAPER_DENSE = {"cifar_resnet32": 69_124_736, "cifar_resnet56": 125_747_840}
-TABLE_4 = [  # (network, p, FLOPs reduction % as printed in the paper)
-    ("cifar_resnet32", 1, 6.82),
-    ("cifar_resnet32", 3, 20.47),
-    ("cifar_resnet32", 5, 34.13),
-    ("cifar_resnet56", 3, 11.25),
-    ("cifar_resnet56", 4, 15.00),
-    ("cifar_resnet56", 5, 18.76),
-    ("cifar_resnet56", 12, 45.03),
-]
-
 
 def main() -> None:
     data = ll.get_dataset("synthetic", num_samples=200).class_balanced(10)
@@ -34,7 +23,7 @@ def main() -> None:
         "| network | p | dense MACs (paper) | dense MACs (ours) | ticket MACs | reduction % (paper) | reduction % (ours) | removed blocks |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, p, paper in TABLE_4:
+    for name, p, paper, *_ in TABLE_4:
         model = ll.create_model(name, shortcut="B")
         blocks = ll.find_blocks(model)
         plan = ll.select_blocks(blocks, ll.score_blocks(model, "grasp", data, blocks=blocks), p=p)
@@ -42,7 +31,7 @@ def main() -> None:
         dense = ll.count_macs(model)
         ours = 100 * (1 - ticket_macs / dense)
         lines.append(
-            f"| {name} | {p} | {PAPER_DENSE[name]:,} | {dense:,} | {ticket_macs:,} | {paper:.2f} | {ours:.3f} | {', '.join(plan.removed)} |"
+            f"| {name} | {p} | {DENSE_MACS[name]:,} | {dense:,} | {ticket_macs:,} | {paper:.2f} | {ours:.3f} | {', '.join(plan.removed)} |"
         )
         print(lines[-1])
     lines += [

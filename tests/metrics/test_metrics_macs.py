@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 import layerlottery as ll
+from layerlottery import paper
 
-BLOCK_MACS = 4_718_592  # one removable 3x3-3x3 block: 2 x (16*16*9*32*32), same in every stage
+BLOCK_MACS = 2 * (16 * 16 * 9 * 32 * 32)  # one removable 3x3-3x3 block, the same in every stage
 
 
 def _remove_first(model, p):
@@ -15,7 +16,7 @@ def _remove_first(model, p):
     return ll.select_blocks(blocks, scores, p=p)
 
 
-@pytest.mark.parametrize("name,dense", [("cifar_resnet32", 69_124_736), ("cifar_resnet56", 125_747_840)])
+@pytest.mark.parametrize("name,dense", sorted(paper.DENSE_MACS.items()))
 def test_dense_counts_match_the_paper(name, dense):
     model = ll.create_model(name, shortcut="B")
     assert ll.count_macs(model) == dense
@@ -38,18 +39,9 @@ def test_each_removed_block_saves_exactly_its_macs_and_params(name, p):
     assert ll.count_params(pruned) == ll.count_params(model) - removed_params == plan.pruned_params
 
 
-# Table 4 of the paper, FLOPs-reduction column (%), GraSP tickets at initialization. The paper prints
-# 6.82 / 20.47 / 11.25 / 15.00 where exact arithmetic gives 6.826 / 20.479 / 11.257 / 15.010: it truncates
-# some and rounds others, so "to two decimals" means within one unit of the second decimal.
-TABLE_4 = [
-    ("cifar_resnet32", 1, 6.82),
-    ("cifar_resnet32", 3, 20.47),
-    ("cifar_resnet32", 5, 34.13),
-    ("cifar_resnet56", 3, 11.25),
-    ("cifar_resnet56", 4, 15.00),
-    ("cifar_resnet56", 5, 18.76),
-    ("cifar_resnet56", 12, 45.03),
-]
+# The paper prints 6.82 / 20.47 / 11.25 / 15.00 where exact arithmetic gives 6.826 / 20.479 / 11.257 / 15.010:
+# it truncates some and rounds others, so "to two decimals" means within one unit of the second decimal.
+TABLE_4 = [(row.model, row.p, row.flops_reduction) for row in paper.TABLE_4]
 
 
 @pytest.mark.parametrize("name,p,paper", TABLE_4)
@@ -77,3 +69,7 @@ def test_count_params_trainable_only():
 def test_bad_input_shape_is_refused():
     with pytest.raises(ll.ConfigError, match="without the batch"):
         ll.count_macs(ll.create_model("test_resnet"), (3, 0, 32))
+
+
+def test_block_cost_is_the_papers():
+    assert BLOCK_MACS == paper.BLOCK_MACS
