@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from layerlottery.errors import ConfigError, LayerLotteryError
+from layerlottery.surgery.select import parse_protect
 
 app = typer.Typer(
     name="layerlottery",
@@ -95,12 +96,6 @@ def _resolve_device(device: str) -> str:
 def _model_options(**options: Any) -> dict[str, Any]:
     """The model options the user set; unset ones (None) keep the model's defaults."""
     return {key: value for key, value in options.items() if value is not None}
-
-
-def _protect(value: str) -> Any:
-    if value in ("first", "none"):
-        return value if value == "first" else None
-    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def _emit_json(payload: Any) -> None:
@@ -317,7 +312,7 @@ def prune(
     ticket = _run(
         lambda: _find_ticket(
             model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut,
-            zero_init_residual, device, protect=_protect(protect), min_per_stage=min_per_stage, **target,
+            zero_init_residual, device, protect=parse_protect(protect), min_per_stage=min_per_stage, **target,
         )
     )
     summary = {
@@ -365,6 +360,137 @@ def _print_ticket(ticket: Any, out_dir: Path) -> None:
     summary.add_row("parameters", f"{plan.dense_params:,}", f"{plan.pruned_params:,}", f"{plan.param_reduction:.2%}")
     out.print(summary)
     out.print(f"Saved plan.json, pruned.pt, pruned.pt2 and summary.json to {out_dir}")
+
+
+# ----------------------------------------------------------------------------------- experiments
+
+
+@app.command()
+def presets(as_json: bool = JsonOpt) -> None:
+    """List the experiment presets shipped with layerlottery (use them with `layerlottery run NAME`).
+
+    Example:  layerlottery presets
+    """
+    from layerlottery.config import PRESETS_DIR, list_presets
+
+    rows = []
+    for name in list_presets():
+        first = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()[0]
+        rows.append({"name": name, "description": first.lstrip("# ").strip()})
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="Presets")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("description")
+    for row in rows:
+        table.add_row(row["name"], row["description"])
+    out.print(table)
+
+
+OverridesArg = typer.Argument(None, help="Settings to change, as section.name=value, e.g. train.epochs=30 'pruning.p=[1,3]' seeds=[0,1].")
+RunsDirOpt = typer.Option(None, "--runs-dir", help="Where run directories go (default: the preset's runs_dir, ./runs).")
+DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved settings and the runs, train nothing.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+@app.command()
+def run(
+    preset: str = typer.Argument(..., help="A preset name (see `layerlottery presets`) or a YAML file."),
+    overrides: Optional[list[str]] = OverridesArg,
+    runs_dir: Optional[Path] = RunsDirOpt,
+    dry_run: bool = DryRunOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run an experiment: the dense network and every ticket at initialization, then print the table.
+
+    Runs are resumable and idempotent: rerunning a finished experiment trains nothing and prints the
+    table again; an interrupted one continues from its last checkpoint.
+
+    Examples:
+      layerlottery run quickstart
+      layerlottery run paper_resnet32 train.device=cuda
+      layerlottery run paper_resnet32 train.epochs=30 'pruning.criteria=[grasp]' 'seeds=[0]'
+      layerlottery run my_experiment.yaml --dry-run
+    """
+    from layerlottery.config import load_settings
+
+    all_overrides = list(overrides or []) + ([f"runs_dir={runs_dir}"] if runs_dir else [])
+    settings = _run(lambda: load_settings(preset, all_overrides))
+    _experiment(settings, dry_run, quiet, as_json)
+
+
+@app.command()
+def pai(
+    model: str = typer.Option("cifar_resnet32", "--model", help="Registered model."),
+    shortcut: str = typer.Option("B", "--shortcut", help="A or B (the paper's)."),
+    data: str = typer.Option("cifar10", "--data", help="synthetic, digits, mnist, cifar10 or cifar100."),
+    data_dir: Optional[Path] = DataDirOpt,
+    criteria: str = typer.Option("snip,grasp", "--criteria", help="Comma-separated criteria."),
+    p: str = typer.Option("1,2,3,4,5", "-p", "--p", help="Comma-separated numbers of blocks to remove."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    epochs: int = typer.Option(200, "--epochs", help="Training epochs of every run."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Start from this preset's settings (flags win)."),
+    overrides: Optional[list[str]] = OverridesArg,
+    runs_dir: Optional[Path] = RunsDirOpt,
+    dry_run: bool = DryRunOpt,
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Pruning at initialization from flags: train dense and tickets, print the paper's Table 2/4.
+
+    Examples:
+      layerlottery pai --model cifar_resnet32 --criteria snip,grasp -p 1,2,3,4,5 --seeds 0,1,2 --epochs 200
+      layerlottery pai --model cifar_resnet20 --data digits --criteria grasp -p 1,2 --epochs 5 train.lr=0.05
+    """
+    from layerlottery.config import PRESETS_DIR, load_settings
+
+    flags = [
+        f"model.name={model}", f"model.shortcut={shortcut}", f"data.name={data}",
+        f"pruning.criteria=[{criteria}]", f"pruning.p=[{p}]", f"seeds=[{seeds}]", f"train.epochs={epochs}",
+        f"name=pai_{model}_{data}",
+    ]
+    if data_dir:
+        flags.append(f"data.data_dir={data_dir}")
+    if runs_dir:
+        flags.append(f"runs_dir={runs_dir}")
+    base = preset or str(PRESETS_DIR / "defaults.yaml")
+    settings = _run(lambda: load_settings(base, flags + list(overrides or [])))
+    _experiment(settings, dry_run, quiet, as_json)
+
+
+def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> None:
+    """Shared by run and pai: show the plan, or run everything and print the table."""
+    from dataclasses import asdict
+
+    from layerlottery.config import dump_settings, to_dict
+    from layerlottery.experiments.runs import RunDir
+    from layerlottery.io import atomic_write_text
+    from layerlottery.experiments.tickets import plan_runs, run_experiment
+    from layerlottery.reports import summarize, to_markdown, to_rich
+
+    specs = plan_runs(settings)
+    if dry_run:
+        if as_json:
+            runs = [{"label": spec.label, "dir": str(RunDir(settings.runs_dir, spec).path)} for spec in specs]
+            return _emit_json({"settings": to_dict(settings), "runs": runs})
+        out.print(dump_settings(settings), highlight=False)
+        for spec in specs:
+            out.print(f"{spec.label:<28} {RunDir(settings.runs_dir, spec).path}", highlight=False)
+        return
+    log = (lambda message: None) if as_json else (lambda message: err.print(message, highlight=False))
+    result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log))
+    dense, rows = summarize(result.runs, settings.xi)
+    if as_json:
+        return _emit_json({"dense": asdict(dense), "tickets": [asdict(row) for row in rows], "runs": result.runs})
+    if result.trained == 0:
+        err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.")
+    table, dense_line = to_rich(dense, rows, settings.xi, title=f"{settings.name}: tickets at initialization")
+    out.print(table)
+    out.print(dense_line, highlight=False)
+    report = Path(settings.runs_dir) / f"{settings.name}-table.md"
+    atomic_write_text(report, to_markdown(dense, rows, settings.xi))
+    out.print(f"Table saved to {report}", highlight=False)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ change a run's result and are left out of the hash too.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -127,3 +128,254 @@ class TrainSettings:
     def milestone_epochs(self) -> list[int]:
         """The milestones as epoch numbers, e.g. [100, 150] for 200 epochs."""
         return [round(m * self.epochs) for m in self.milestones]
+
+
+@dataclass(frozen=True)
+class PruningSettings:
+    """Tickets at initialization: which criteria, how many blocks, how they are chosen."""
+
+    criteria: tuple[str, ...] = ("snip", "grasp")
+    p: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Numbers of blocks to remove (the paper's p), one ticket each."""
+    samples_per_class: int = 10
+    """Class-balanced scoring samples per class (GraSP reference: 10)."""
+    protect: str = "first"
+    """first (of each stage, the paper's), none, or comma-separated block names."""
+    min_per_stage: int = 2
+    criterion_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Options per criterion, e.g. ``{"grasp": {"variant": "abs"}}``; recorded in every plan."""
+
+    def validate(self) -> None:
+        from layerlottery.criteria import get_criterion
+
+        if not self.criteria:
+            raise ConfigError("pruning.criteria is empty; name at least one criterion, e.g. [grasp]")
+        try:
+            for name in self.criteria:
+                get_criterion(name)  # unknown names raise a ConfigError listing the criteria
+            for name, options in self.criterion_options.items():
+                if name not in self.criteria:
+                    raise ConfigError(f"{name!r} is not in pruning.criteria")
+                get_criterion(name).resolve_options(dict(options))
+        except ConfigError as exc:
+            raise ConfigError(f"pruning: {exc}") from None
+        if not self.p or min(self.p) < 1:
+            raise ConfigError(f"pruning.p must list block counts >= 1, not {list(self.p)}")
+        if self.samples_per_class < 1:
+            raise ConfigError(f"pruning.samples_per_class must be >= 1, not {self.samples_per_class}")
+        if self.min_per_stage < 0:
+            raise ConfigError(f"pruning.min_per_stage must be >= 0, not {self.min_per_stage}")
+
+@dataclass(frozen=True)
+class CarbonSettings:
+    """Energy and CO2 measurement with CodeCarbon (offline). Measurement never changes results: not hashed."""
+
+    enabled: bool = True
+    country_iso_code: str = "USA"
+    """Three-letter country code whose grid mix converts energy into CO2."""
+    grid_intensity_g_per_kwh: float | None = None
+    """A fixed carbon intensity instead of the country's mix."""
+
+    def validate(self) -> None:
+        code = self.country_iso_code
+        if not (isinstance(code, str) and len(code) == 3 and code.isalpha()):
+            raise ConfigError(f"carbon.country_iso_code must be a three-letter code such as USA or FRA, not {code!r}")
+        if self.grid_intensity_g_per_kwh is not None and self.grid_intensity_g_per_kwh < 0:
+            raise ConfigError(f"carbon.grid_intensity_g_per_kwh must be >= 0, not {self.grid_intensity_g_per_kwh}")
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """The paper's Algorithm 2: train the dense network and every ticket at initialization, per seed."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    pruning: PruningSettings = field(default_factory=PruningSettings)
+    seeds: tuple[int, ...] = (0,)
+    name: str = _not_hashed("experiment")
+    xi: float = _not_hashed(0.0)
+    """A ticket wins when its accuracy + xi >= the dense accuracy (the paper: xi = 0)."""
+    carbon: CarbonSettings = _not_hashed(default_factory=CarbonSettings)
+    runs_dir: str = _not_hashed("runs")
+    """Where run directories live; each is named by the hash of its settings."""
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ConfigError("seeds is empty; give at least one seed, e.g. [0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds repeat: {list(self.seeds)}")
+        if self.xi < 0:
+            raise ConfigError(f"xi must be >= 0, not {self.xi}")
+        for part in (self.model, self.data, self.train, self.pruning, self.carbon):
+            part.validate()
+
+
+# ------------------------------------------------------------------------------------ dict conversion
+
+
+def to_dict(settings: Any) -> dict[str, Any]:
+    """Every field, nested, as plain JSON/YAML data (tuples become lists)."""
+    return {f.name: _plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def hashed_dict(settings: Any) -> dict[str, Any]:
+    """The fields that name a run: those that differ from their default and affect results, nested."""
+    result: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        if not f.metadata.get("hash", True):
+            continue
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            nested = hashed_dict(value)
+            if nested:
+                result[f.name] = nested
+        elif _plain(value) != _plain(_default_of(f)):
+            result[f.name] = _plain(value)
+    return result
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def settings_hash(settings: Any, length: int = 12) -> str:
+    """A short, stable name for ``settings``: SHA-256 of the canonical JSON of :func:`hashed_dict`."""
+    canonical = json.dumps(hashed_dict(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build settings of type ``cls`` from nested plain data, checking names and types; defaults fill gaps."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'settings'} must be a mapping of names to values, not {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, raw in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown setting {path}{_suggest(str(key), fields)}")
+        values[key] = _coerce(hints[key], raw, path)
+    return cls(**values)
+
+
+def _suggest(key: str, known: Mapping[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+
+
+def _coerce(hint: Any, raw: Any, path: str) -> Any:
+    """Check ``raw`` against the type ``hint`` (and convert lists to tuples, ints to floats)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, raw, path)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], raw, path)
+    if origin is tuple:
+        items = raw if isinstance(raw, (list, tuple)) else [raw]  # "p: 3" means (3,)
+        return tuple(_coerce(args[0], item, f"{path}[{i}]") for i, item in enumerate(items))
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{path} must be a mapping, not {raw!r}")
+        value_hint = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(value_hint, v, f"{path}.{k}") for k, v in raw.items()}
+    if hint is Any:
+        return raw
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{path} must be true or false, not {raw!r}")
+        return raw
+    if hint is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ConfigError(f"{path} must be a whole number, not {raw!r}")
+        return raw
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ConfigError(f"{path} must be a number, not {raw!r}")
+        return float(raw)
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{path} must be text, not {raw!r}")
+        return raw
+    raise TypeError(f"settings type {hint} of {path} is not supported")  # a bug in a settings class
+
+
+# -------------------------------------------------------------------------------- presets, overrides
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with layerlottery."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_settings(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentSettings:
+    """Read a YAML preset (a shipped name such as ``quickstart`` or a path), apply ``key.path=value`` overrides,
+    and validate the result. Every mistake is a :class:`ConfigError` naming the setting."""
+    import yaml
+
+    path = Path(preset)
+    if not path.suffix and not path.exists():
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset {preset} not found; give a YAML file or one of: {', '.join(list_presets())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    for override in overrides:
+        _apply_override(data, override)
+    settings = from_dict(ExperimentSettings, data)
+    settings.validate()
+    return settings
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """``train.epochs=30`` or ``pruning.criteria=[snip,grasp]`` (values read as YAML) into nested ``data``."""
+    import yaml
+
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like section.name=value, e.g. train.epochs=30")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_settings(settings: Any) -> str:
+    """Settings as YAML text (every field, resolved)."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(settings), sort_keys=False)

@@ -8,6 +8,9 @@ from layerlottery.data.paths import DATA_ENV_VAR, default_data_root
 from layerlottery.data.registry import get_dataset, list_datasets, register_dataset
 from layerlottery.data.splits import stratified_split
 from layerlottery.data.synthetic import load_synthetic
+from layerlottery.data.augment import random_crop_flip
+from layerlottery.data.loader import DeviceLoader
+from layerlottery.data.folder import FolderLoader
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -24,4 +27,7 @@ __all__ = [
     "read_idx",
     "register_dataset",
     "stratified_split",
+    "random_crop_flip",
+    "DeviceLoader",
+    "FolderLoader",
 ]

@@ -3,7 +3,13 @@
 from layerlottery.surgery.apply import remove_blocks
 from layerlottery.surgery.export import export_program, load_pruned, save_pruned
 from layerlottery.surgery.plan import RemovalPlan
-from layerlottery.surgery.select import candidate_blocks, max_removable, protected_names, select_blocks
+from layerlottery.surgery.select import (
+    candidate_blocks,
+    max_removable,
+    parse_protect,
+    protected_names,
+    select_blocks,
+)
 
 __all__ = [
     "RemovalPlan",
@@ -11,6 +17,7 @@ __all__ = [
     "export_program",
     "load_pruned",
     "max_removable",
+    "parse_protect",
     "protected_names",
     "remove_blocks",
     "save_pruned",

@@ -20,6 +20,13 @@ from layerlottery.surgery.plan import RemovalPlan
 Protect = str | Sequence[str] | None
 
 
+def parse_protect(text: str) -> Protect:
+    """``"first"``, ``"none"`` or comma-separated block names (as written in settings and flags)."""
+    if text in ("first", "none"):
+        return None if text == "none" else "first"
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def protected_names(blocks: NetworkBlocks, protect: Protect = "first") -> set[str]:
     """Names of blocks that selection never removes: ``"first"`` of each stage, ``None``, or explicit names."""
     if protect is None or protect == "none":

@@ -1,0 +1,182 @@
+"""Wall-clock timing and peak memory that are honest about CUDA's asynchrony.
+
+CUDA kernels are queued and return at once, so reading the clock without synchronizing times the
+launch, not the work. Every measurement here synchronizes the given CUDA device before each clock
+read; on the CPU nothing is needed. Times come from ``time.perf_counter`` (looked up at call time, so
+tests can substitute a fake clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from layerlottery.errors import ConfigError
+
+__all__ = ["Stopwatch", "TimingStats", "measure", "peak_memory", "reset_peak_memory", "speedup"]
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Accumulates the wall-clock time of ``with sw.segment(): ...`` blocks.
+
+    A segment that raises is still recorded: the time was spent.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = _device(device)
+        self._laps: list[float] = []
+
+    @contextlib.contextmanager
+    def segment(self) -> Iterator[None]:
+        """Time the enclosed block (CUDA-synchronized at both ends) and add it as a lap."""
+        _sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self.device)
+            self._laps.append(time.perf_counter() - start)
+
+    @property
+    def laps(self) -> tuple[float, ...]:
+        """Seconds of each finished segment, in order."""
+        return tuple(self._laps)
+
+    @property
+    def count(self) -> int:
+        """Number of finished segments."""
+        return len(self._laps)
+
+    @property
+    def total_seconds(self) -> float:
+        """Sum of all finished segments, in seconds."""
+        return math.fsum(self._laps)
+
+    def reset(self) -> None:
+        """Forget all laps."""
+        self._laps.clear()
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Summary of repeated timings, in seconds.
+
+    ``iqr_s`` is Q3 - Q1 with linear interpolation between order statistics (``statistics.quantiles``
+    with ``method="inclusive"``, the same as NumPy's default); ``stdev_s`` is the sample standard
+    deviation. Both are 0 for a single repeat.
+    """
+
+    median_s: float
+    mean_s: float
+    stdev_s: float
+    min_s: float
+    max_s: float
+    iqr_s: float
+    repeats: int
+    warmup: int
+    samples_s: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        out = asdict(self)
+        out["samples_s"] = list(self.samples_s)
+        return out
+
+
+def _stats(samples: list[float], warmup: int) -> TimingStats:
+    if len(samples) > 1:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+        iqr, stdev = q3 - q1, statistics.stdev(samples)
+    else:
+        iqr, stdev = 0.0, 0.0
+    return TimingStats(
+        median_s=statistics.median(samples),
+        mean_s=statistics.fmean(samples),
+        stdev_s=stdev,
+        min_s=min(samples),
+        max_s=max(samples),
+        iqr_s=iqr,
+        repeats=len(samples),
+        warmup=warmup,
+        samples_s=tuple(samples),
+    )
+
+
+def measure(
+    fn: Callable[[], object], *, warmup: int, repeats: int, device: torch.device | str | None
+) -> TimingStats:
+    """Call ``fn()`` ``warmup`` times untimed, then time ``repeats`` calls one by one.
+
+    Warm-up absorbs one-off costs (cuDNN autotuning, allocator growth, lazy initialization) that would
+    otherwise land in the first sample. Each call is timed separately, synchronizing ``device`` before
+    and after, so the median and IQR are robust to the occasional slow call.
+    """
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats must be an integer >= 1, got {repeats!r}")
+    dev = _device(device)
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    for _ in range(repeats):
+        _sync(dev)
+        start = time.perf_counter()
+        fn()
+        _sync(dev)
+        samples.append(time.perf_counter() - start)
+    return _stats(samples, warmup)
+
+
+def peak_memory(device: torch.device | str | None) -> tuple[int, str]:
+    """Peak memory in bytes and what it counts.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` since the last :func:`reset_peak_memory`
+    (``"cuda_allocated"``; tensors only, not the caching allocator's reserve or the CUDA context).
+    Otherwise: the process's peak resident set size over its whole lifetime (``"cpu_max_rss"``),
+    which includes the interpreter, libraries and data, and cannot be reset.
+    """
+    dev = _device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev)), "cuda_allocated"
+    try:
+        import resource
+    except ImportError:  # Windows: no getrusage; psutil (a CodeCarbon dependency) has the peak working set
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss)), "cpu_max_rss"
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(maxrss if sys.platform == "darwin" else maxrss * 1024), "cpu_max_rss"
+
+
+def reset_peak_memory(device: torch.device | str | None) -> None:
+    """Restart peak tracking on CUDA; a no-op on the CPU, whose peak RSS is a lifetime high-water mark."""
+    dev = _device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def speedup(dense_seconds: float, ticket_seconds: float) -> float:
+    """How many times faster the ticket is: ``dense_seconds / ticket_seconds`` (> 1 means faster)."""
+    for name, value in (("dense_seconds", dense_seconds), ("ticket_seconds", ticket_seconds)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+    return dense_seconds / ticket_seconds

@@ -1,0 +1,5 @@
+"""Reports: tables from finished runs. Reports read results and never train."""
+
+from layerlottery.reports.tables import DenseSummary, TicketRow, summarize, to_csv, to_markdown, to_rich
+
+__all__ = ["DenseSummary", "TicketRow", "summarize", "to_csv", "to_markdown", "to_rich"]

@@ -1,0 +1,363 @@
+"""The training loop: SGD over a batch loader, with evaluation, resumption, timing and callbacks.
+
+:func:`train` reads top to bottom: set up, resume if a checkpoint exists, then per epoch train, evaluate
+when due, step the schedule, and hand the state to the callbacks (rewind snapshots, then the resume
+checkpoint, always last). :func:`evaluate` measures a model on a loader.
+
+Honest timing: ``train_seconds`` is the wall-clock of the training steps alone (batch preparation by the
+loader included, evaluation and checkpoint writing excluded), with the device synchronized before each
+clock read. With ``compile``, every step that meets a new input shape (the first step of the run, and the
+first short last batch) triggers a compilation: those steps are timed apart as ``compile_seconds`` and
+their images are left out of images/s. The update itself still happens, so compiling changes no result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerlottery.config import TrainSettings
+from layerlottery.errors import ConfigError, DataError, LayerLotteryError
+from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
+from layerlottery.training.checkpoint import checkpoint_path, load_checkpoint, model_fingerprint
+from layerlottery.training.optim import build_optimizer, build_scheduler
+from layerlottery.training.progress import TrainProgress
+
+
+class TrainingDivergedError(LayerLotteryError):
+    """The training loss became NaN or infinite."""
+
+
+class BatchLoader(Protocol):
+    """What :func:`train` and :func:`evaluate` need from a loader (e.g. ``layerlottery.data.DeviceLoader``)."""
+
+    num_samples: int
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` (float32 inputs, int64 labels, on the device); a pure function of it."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. Accuracies are fractions in [0, 1]; test values are None without
+    an evaluation loader.
+
+    ``history`` has one row per epoch: ``{epoch, lr, train_loss, train_acc, test_loss, test_acc,
+    epoch_train_seconds, images_per_second}`` (test values None when that epoch was not evaluated).
+    ``peak_memory_kind`` says what ``peak_memory_bytes`` measures: ``"cuda_allocated"``
+    (``torch.cuda.max_memory_allocated`` during training) or ``"cpu_max_rss"`` (the whole process's peak
+    resident set size, data and everything loaded before training included).
+    """
+
+    history: list[dict[str, Any]]
+    final_test_loss: float | None
+    final_test_acc: float | None
+    best_test_acc: float | None
+    train_seconds: float
+    images_per_second: float | None
+    peak_memory_bytes: int | None
+    peak_memory_kind: str
+    epochs: int
+    compile_seconds: float
+    resumed_from: int | None
+    """The completed epoch this call resumed from (``epochs`` when it found the run finished), or None."""
+
+    @classmethod
+    def from_state(cls, state: TrainState) -> TrainResult:
+        """Summarize a (finished) :class:`TrainState`."""
+        last = state.history[-1] if state.history else {}
+        tested = [row["test_acc"] for row in state.history if row.get("test_acc") is not None]
+        return cls(
+            history=[dict(row) for row in state.history],
+            final_test_loss=last.get("test_loss"),
+            final_test_acc=last.get("test_acc"),
+            best_test_acc=max(tested) if tested else None,
+            train_seconds=state.train_seconds,
+            images_per_second=_rate(state.timed_samples, state.train_seconds),
+            peak_memory_bytes=state.peak_memory_bytes,
+            peak_memory_kind=state.peak_memory_kind,
+            epochs=state.epoch,
+            compile_seconds=state.compile_seconds,
+            resumed_from=state.resumed_from,
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not name.startswith("cuda"):
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {name!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name} but no CUDA device is available; set train.device=cpu or auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {name!r}") from None
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device is {name} but only {torch.cuda.device_count()} CUDA device(s) exist; pick cuda:0..")
+    return torch.device("cuda", index)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device | str,
+    amp: bool = False,
+    *,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (fraction in [0, 1]) of ``model`` over ``loader.epoch(0)``.
+
+    The model runs in eval mode (BatchNorm uses its running statistics) and goes back to its previous
+    mode afterwards. ``amp`` (bfloat16 autocast) and ``channels_last`` apply on CUDA only.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    samples = 0
+    try:
+        for inputs, labels in loader.epoch(0):
+            inputs = _layout(inputs, channels_last and device.type == "cuda")
+            with _autocast(device, amp):
+                logits = model(inputs)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+            samples += labels.shape[0]
+    finally:
+        model.train(was_training)
+    if samples == 0:
+        raise DataError("the evaluation loader yields no batches; check the test split is not empty")
+    return loss_sum.item() / samples, correct.item() / samples
+
+
+def train(
+    model: nn.Module,
+    train_loader: BatchLoader,
+    settings: TrainSettings,
+    *,
+    eval_loader: BatchLoader | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    seed: int = 0,
+) -> TrainResult:
+    """Train ``model`` in place with SGD for ``settings.epochs`` epochs of ``train_loader``.
+
+    With ``checkpoint_dir``, ``last.pt`` there is written after every epoch and, if it exists when this
+    is called, training resumes after its last epoch (bitwise the same weights as an uninterrupted run
+    on the CPU); a checkpoint of a finished run is returned as is, without training. Rewind snapshots
+    (``settings.snapshot_epochs``) go to ``checkpoint_dir`` as ``epoch_{i:03d}.pt``.
+
+    ``seed`` seeds torch's generators for anything random inside the model (e.g. dropout); they are
+    forked, so the caller's random stream is left as it was. Batches come from ``train_loader.epoch(e)``
+    for the 1-based epoch ``e``, and from ``eval_loader.epoch(0)`` for evaluation, done every
+    ``settings.eval_every`` epochs and after the last.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite.
+        CheckpointError: ``last.pt`` is unreadable, or of another model, settings or seed.
+    """
+    settings.validate()
+    device = resolve_device(settings.device)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise DataError("the training loader yields no batches; check the training split is not empty")
+    if settings.snapshot_epochs and checkpoint_dir is None:
+        raise ConfigError("train.snapshot_epochs needs somewhere to write the snapshots; pass a checkpoint_dir")
+    on_cuda = device.type == "cuda"
+    amp, channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
+
+    model.to(device=device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, settings)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, settings), settings, device, seed=seed)
+    hooks = _hooks(settings, checkpoint_dir, callbacks)
+
+    # Fork torch's generators so the caller's stream is untouched, then seed them (or restore them from
+    # the checkpoint): the run is a function of its seed and resumes onto the same random stream.
+    with torch.random.fork_rng(devices=[device] if on_cuda else []):
+        torch.default_generator.manual_seed(seed)
+        if on_cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        if checkpoint_dir is not None and checkpoint_path(checkpoint_dir).exists():
+            path = checkpoint_path(checkpoint_dir)
+            state.restore(load_checkpoint(path, device, fingerprint=model_fingerprint(model)), path)
+            state.resumed_from = state.epoch
+        if state.finished:
+            return TrainResult.from_state(state)
+
+        net = torch.compile(model) if settings.compile else model
+        seen_shapes: set[tuple[int, ...]] | None = set() if settings.compile else None
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        for hook in hooks:
+            hook.on_train_start(state)
+        with TrainProgress(progress, settings.epochs, steps_per_epoch, state.epoch) as bar:
+            while not state.finished:
+                for hook in hooks:
+                    hook.on_epoch_start(state)
+                bar.start_epoch(state.epoch + 1)
+                row = _train_epoch(net, state, train_loader, amp, channels_last, seen_shapes, bar)
+                if eval_loader is not None and (row["epoch"] % settings.eval_every == 0 or row["epoch"] == settings.epochs):
+                    row["test_loss"], row["test_acc"] = evaluate(net, eval_loader, device, amp, channels_last=channels_last)
+                bar.show(row["train_loss"], row["train_acc"], row["images_per_second"], row["test_acc"])
+                state.scheduler.step()  # the schedule is per epoch
+                state.epoch += 1
+                state.history.append(row)
+                _update_peak_memory(state)
+                for hook in hooks:
+                    hook.on_epoch_end(state)
+        for hook in hooks:
+            hook.on_train_end(state)
+    return TrainResult.from_state(state)
+
+
+def _hooks(settings: TrainSettings, checkpoint_dir: str | os.PathLike[str] | None, callbacks: Sequence[Callback]) -> list[Callback]:
+    """Snapshots first, the user's callbacks, and the checkpoint last: once ``last.pt`` says an epoch is
+    done, everything that epoch should have left on disk is there (a resume never re-runs it)."""
+    hooks: list[Callback] = []
+    if checkpoint_dir is not None and settings.snapshot_epochs:
+        hooks.append(SnapshotSaver(checkpoint_dir, settings.snapshot_epochs))
+    hooks.extend(callbacks)
+    if checkpoint_dir is not None:
+        hooks.append(Checkpointer(Path(checkpoint_dir)))
+    return hooks
+
+
+def _train_epoch(
+    net: nn.Module,
+    state: TrainState,
+    loader: BatchLoader,
+    amp: bool,
+    channels_last: bool,
+    seen_shapes: set[tuple[int, ...]] | None,
+    bar: TrainProgress,
+) -> dict[str, Any]:
+    """One pass over ``loader.epoch(epoch)``; returns the epoch's history row (test values None).
+
+    Loss, accuracy and the first non-finite step are accumulated on the device: reading them every step
+    would synchronize with the GPU each step and stall it. They are read once, at the end (and when the
+    progress bar refreshes); a divergence is therefore reported after the epoch, naming its first step.
+    """
+    device, optimizer = state.device, state.optimizer
+    epoch = state.epoch + 1
+    lr = float(optimizer.param_groups[0]["lr"])
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+    samples = timed_samples = 0
+    train_seconds = compile_seconds = 0.0
+    net.train()
+
+    _synchronize(device)
+    start = time.perf_counter()
+    for step, (inputs, labels) in enumerate(loader.epoch(epoch), start=1):
+        warm_up = seen_shapes is not None and tuple(inputs.shape) not in seen_shapes
+        if warm_up:  # close the timed segment: this step compiles
+            _synchronize(device)
+            now = time.perf_counter()
+            train_seconds, start = train_seconds + (now - start), now
+
+        with _autocast(device, amp):
+            logits = net(_layout(inputs, channels_last))
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        loss = loss.detach()
+        batch = labels.shape[0]
+        loss_sum += loss.double() * batch
+        correct += (logits.detach().argmax(1) == labels).sum()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
+        samples += batch
+        if warm_up:
+            _synchronize(device)
+            now = time.perf_counter()
+            compile_seconds, start = compile_seconds + (now - start), now
+            seen_shapes.add(tuple(inputs.shape))  # type: ignore[union-attr]
+        else:
+            timed_samples += batch
+        bar.advance()
+        if bar.due():
+            elapsed = train_seconds + time.perf_counter() - start
+            bar.show(loss_sum.item() / samples, correct.item() / samples, _rate(timed_samples, elapsed))
+    _synchronize(device)
+    train_seconds += time.perf_counter() - start
+
+    if samples == 0:
+        raise DataError(f"the training loader yielded no batches in epoch {epoch}; check the training split")
+    bad_step = int(first_bad_step.item())
+    if bad_step >= 0:
+        raise TrainingDivergedError(
+            f"training diverged: the loss became NaN or infinite at epoch {epoch}, step {bad_step} of "
+            f"{len(loader)}; lower train.lr (it is {state.settings.lr:g})"
+        )
+    state.train_seconds += train_seconds
+    state.compile_seconds += compile_seconds
+    state.timed_samples += timed_samples
+    state.samples_seen += samples
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": loss_sum.item() / samples,
+        "train_acc": correct.item() / samples,
+        "test_loss": None,
+        "test_acc": None,
+        "epoch_train_seconds": train_seconds,
+        "images_per_second": _rate(timed_samples, train_seconds),
+    }
+
+
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """bfloat16 autocast on CUDA when ``amp``; bfloat16 keeps float32's range, so no loss scaling is needed."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def _layout(inputs: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return inputs.contiguous(memory_format=torch.channels_last) if channels_last and inputs.dim() == 4 else inputs
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock read next measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(samples: int, seconds: float) -> float | None:
+    return samples / seconds if samples and seconds > 0 else None
+
+
+def _update_peak_memory(state: TrainState) -> None:
+    """Peak memory so far, kept across resumptions as the larger of the stored and the current peak."""
+    if state.device.type == "cuda":
+        peak, kind = int(torch.cuda.max_memory_allocated(state.device)), "cuda_allocated"
+    else:
+        try:
+            import resource
+        except ImportError:  # Windows: no getrusage
+            return
+        # ru_maxrss is in KiB on Linux and in bytes on macOS.
+        scale = 1 if sys.platform == "darwin" else 1024
+        peak, kind = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "cpu_max_rss"
+    if state.peak_memory_kind == kind and state.peak_memory_bytes is not None:
+        peak = max(peak, state.peak_memory_bytes)
+    state.peak_memory_bytes, state.peak_memory_kind = peak, kind
