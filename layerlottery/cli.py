@@ -30,7 +30,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Pipes and files have no width; rich would assume 80 columns and squeeze the wider tables.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 # ------------------------------------------------------------------------------------------- options

@@ -19,7 +19,8 @@ from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.surgery import RemovalPlan, parse_protect, remove_blocks
-from layerlottery.training import EmissionsRecorder, train
+from layerlottery.training import resolve_device, train
+from layerlottery.training.emissions import EmissionsRecorder
 
 Log = Callable[[str], None]
 
@@ -53,13 +54,6 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
                 )
                 specs.append(RunSpec(**base, ticket=ticket))
     return specs
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:

@@ -161,7 +161,8 @@ def _describe_hardware(hardware: list[Any]) -> dict[str, str | None]:
     return source
 
 
-def _all_measured(source: Mapping[str, str | None]) -> bool:
+def all_measured(source: Mapping[str, str | None]) -> bool:
+    """True when every component's energy came from a hardware counter (none was estimated)."""
     present = [label for label in source.values() if label is not None]
     return bool(present) and all(
         all(part in MEASURED_SOURCES for part in label.split("+")) for label in present
@@ -230,12 +231,13 @@ class EnergyMeter:
         self.grid_intensity_g_per_kwh: float | None = None
         self.intensity_source = "user" if grid_intensity_g_per_kwh is not None else "codecarbon_country_mix"
         self.energy_source: dict[str, str | None] = {}
+        self.tool: str | None = None  # "codecarbon x.y.z" when enabled
         if not self.enabled:
             return
 
         import codecarbon
 
-        self._tool = f"codecarbon {codecarbon.__version__}"
+        self.tool = self._tool = f"codecarbon {codecarbon.__version__}"
         if grid_intensity_g_per_kwh is not None:
             self.grid_intensity_g_per_kwh = float(grid_intensity_g_per_kwh)
         else:
@@ -375,7 +377,7 @@ class EnergyMeter:
             country_iso_code=self.country_iso_code,
             grid_intensity_g_per_kwh=self.grid_intensity_g_per_kwh,
             energy_source=dict(self.energy_source),
-            measured=_all_measured(self.energy_source),
+            measured=all_measured(self.energy_source),
             tool=self._tool,
             segments=len(seg),
             cpu_model=self._meta.get("cpu_model"),

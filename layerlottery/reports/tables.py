@@ -110,19 +110,23 @@ def summarize(
     return dense_summary, rows
 
 
-HEADERS = ["criterion", "p", "acc change (pts)", "wins", "ticket acc %", "MACs -%", "params -%", "train speedup", "CO2 -%"]
+HEADERS = ["criterion", "p", "Δacc pts", "wins", "acc %", "MACs -%", "params -%", "speedup", "CO2 -%"]
+
+
+def _signed(value: float) -> str:
+    """``+0.84``, and ``0.00`` rather than ``-0.00`` for a change that rounds to nothing."""
+    text = f"{value:+.2f}"
+    return "0.00" if text in ("+0.00", "-0.00") else text
 
 
 def _cells(row: TicketRow) -> list[str]:
-    spread = f" ± {row.acc_change_std:.2f}" if row.seeds > 1 else ""
-    speed_spread = f" ± {row.speedup_std:.2f}" if row.seeds > 1 else ""
+    spread = f"±{row.acc_change_std:.2f}" if row.seeds > 1 else ""
+    speed_spread = f"±{row.speedup_std:.2f}" if row.seeds > 1 else ""
     co2 = "n/a" if row.co2_reduction_mean is None else f"{100 * row.co2_reduction_mean:.2f}"
-    if row.energy_measured is False and row.co2_reduction_mean is not None:
-        co2 += " (est.)"
     return [
         row.criterion,
         str(row.p),
-        f"{row.acc_change_mean:+.2f}{spread}",
+        f"{_signed(row.acc_change_mean)}{spread}",
         "yes" if row.wins else "no",
         f"{100 * row.test_acc_mean:.2f}",
         f"{100 * row.mac_reduction:.2f}",
@@ -132,12 +136,15 @@ def _cells(row: TicketRow) -> list[str]:
     ]
 
 
-def _dense_line(dense: DenseSummary, xi: float) -> str:
+def _dense_line(dense: DenseSummary, rows: Sequence[TicketRow], xi: float) -> str:
     spread = f" ± {100 * dense.test_acc_std:.2f}" if dense.seeds > 1 else ""
+    estimated = any(row.energy_measured is False for row in rows)
     return (
         f"Dense: {100 * dense.test_acc_mean:.2f}%{spread} test accuracy over {dense.seeds} seed(s), "
         f"{dense.macs:,} MACs, {dense.params:,} params, {dense.train_seconds_mean:.1f} s training. "
+        f"Mean ± std over seeds; speedup = dense / ticket training time of the same seed. "
         f"A ticket wins when its accuracy + xi >= the dense accuracy (xi = {xi:g} pts)."
+        + (" CO2 is a CodeCarbon estimate (no hardware energy counters)." if estimated else "")
     )
 
 
@@ -150,14 +157,14 @@ def to_rich(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0, tit
         cells = _cells(row)
         cells[3] = "[green]yes[/]" if row.wins else "[red]no[/]"
         table.add_row(*cells)
-    return table, _dense_line(dense, xi)
+    return table, _dense_line(dense, rows, xi)
 
 
 def to_markdown(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0) -> str:
     """The table as Markdown, with the dense baseline line under it."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + _dense_line(dense, xi) + "\n"
+    return "\n".join(lines) + "\n\n" + _dense_line(dense, rows, xi) + "\n"
 
 
 def to_csv(rows: Sequence[TicketRow]) -> str:

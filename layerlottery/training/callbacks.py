@@ -1,13 +1,16 @@
 """What a training run knows (:class:`TrainState`) and the hooks that act on it (:class:`Callback`).
 
-The loop calls, in order: ``on_train_start``; per epoch ``on_epoch_start``, the training steps, the
-evaluation (when due), the scheduler step, then ``on_epoch_end``; finally ``on_train_end``. Callbacks see
+The loop calls, in order: ``on_train_start``; per epoch ``on_epoch_start``, the training steps,
+``on_epoch_trained`` (the steps are done and timed; evaluation has not started), the evaluation (when
+due), the scheduler step, then ``on_epoch_end``; finally ``on_train_end``. Callbacks see
 the same :class:`TrainState` object throughout. A run that is already complete calls no hook at all, and
 a run that raises (divergence, interruption) skips ``on_train_end``.
 
-Anything beside the core update (checkpoints, rewind snapshots, energy tracking) is a callback: an energy
-tracker starts in ``on_train_start``, stops in ``on_train_end`` and reads ``state.train_seconds`` (time
-spent in training steps only) and ``state.history`` there.
+Anything beside the core update (checkpoints, rewind snapshots, energy tracking) is a callback. An energy
+meter that should see the training steps only runs from ``on_epoch_start`` to ``on_epoch_trained`` and
+writes its reading into that epoch's row, which the resume checkpoint keeps; one that measures the whole
+call starts in ``on_train_start`` and stops in ``on_train_end``, where ``state.train_seconds`` (time spent
+in training steps only) and ``state.history`` are complete.
 """
 
 from __future__ import annotations
@@ -105,8 +108,9 @@ class TrainState:
         resuming it would silently mix two runs.
         """
         if checkpoint["settings"] != self.run_key():
+            changed = _difference(checkpoint["settings"], self.run_key())
             raise CheckpointError(
-                f"checkpoint {path} was written by a run with other settings ({_difference(checkpoint['settings'], self.run_key())}); "
+                f"checkpoint {path} was written by a run with other settings ({changed}); "
                 f"use another checkpoint directory or delete it to start over"
             )
         try:
@@ -136,7 +140,11 @@ class TrainState:
 def _difference(stored: str, current: str) -> str:
     """Name the settings that differ, e.g. ``train.lr 0.1 -> 0.01``."""
     old, new = _flatten(json.loads(stored)), _flatten(json.loads(current))
-    changed = [f"{key} {old.get(key, 'default')} -> {new.get(key, 'default')}" for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    changed = [
+        f"{key} {old.get(key, 'default')} -> {new.get(key, 'default')}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
     return ", ".join(changed) or "unknown difference"
 
 
@@ -158,6 +166,14 @@ class Callback:
 
     def on_epoch_start(self, state: TrainState) -> None:
         """Before the first step of epoch ``state.epoch + 1``."""
+
+    def on_epoch_trained(self, state: TrainState, row: dict[str, Any]) -> None:
+        """Right after the training steps of epoch ``row["epoch"]``, before evaluation and checkpointing.
+
+        ``row`` is the epoch's history row (test values still None); a callback may add plain-data fields
+        to it, which end up in ``state.history`` and in the checkpoint. ``state.epoch`` still counts the
+        epochs completed before this one.
+        """
 
     def on_epoch_end(self, state: TrainState) -> None:
         """After epoch ``state.epoch`` is trained, evaluated and its row appended to ``state.history``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from layerlottery.metrics.energy import EnergyMeter
+from layerlottery.metrics.energy import EnergyMeter, all_measured
 from layerlottery.training.callbacks import Callback, TrainState
 
 
@@ -55,10 +55,8 @@ class EmissionsRecorder(Callback):
         return {
             "energy_kwh": sum(energies),
             "emissions_kg": sum(row["emissions_kg"] for row in history),
-            "energy_measured": self.meter.energy_source and all(
-                value in (None, "rapl", "nvml") for value in self.meter.energy_source.values()
-            ),
+            "energy_measured": all_measured(self.meter.energy_source),
             "energy_source": dict(self.meter.energy_source),
             "grid_intensity_g_per_kwh": self.meter.grid_intensity_g_per_kwh,
-            "energy_tool": getattr(self.meter, "_tool", None),
+            "energy_tool": self.meter.tool,
         }

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,8 +108,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {name!r}") from None
     index = torch.cuda.current_device() if device.index is None else device.index
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device is {name} but only {torch.cuda.device_count()} CUDA device(s) exist; pick cuda:0..")
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"train.device is {name} but only {count} CUDA device(s) exist; pick cuda:0..cuda:{count - 1}")
     return torch.device("cuda", index)
 
 
@@ -216,7 +217,10 @@ def train(
                     hook.on_epoch_start(state)
                 bar.start_epoch(state.epoch + 1)
                 row = _train_epoch(net, state, train_loader, amp, channels_last, seen_shapes, bar)
-                if eval_loader is not None and (row["epoch"] % settings.eval_every == 0 or row["epoch"] == settings.epochs):
+                for hook in hooks:
+                    hook.on_epoch_trained(state, row)
+                due = row["epoch"] % settings.eval_every == 0 or row["epoch"] == settings.epochs
+                if eval_loader is not None and due:
                     row["test_loss"], row["test_acc"] = evaluate(net, eval_loader, device, amp, channels_last=channels_last)
                 bar.show(row["train_loss"], row["train_acc"], row["images_per_second"], row["test_acc"])
                 state.scheduler.step()  # the schedule is per epoch
@@ -230,7 +234,9 @@ def train(
     return TrainResult.from_state(state)
 
 
-def _hooks(settings: TrainSettings, checkpoint_dir: str | os.PathLike[str] | None, callbacks: Sequence[Callback]) -> list[Callback]:
+def _hooks(
+    settings: TrainSettings, checkpoint_dir: str | os.PathLike[str] | None, callbacks: Sequence[Callback]
+) -> list[Callback]:
     """Snapshots first, the user's callbacks, and the checkpoint last: once ``last.pt`` says an epoch is
     done, everything that epoch should have left on disk is there (a resume never re-runs it)."""
     hooks: list[Callback] = []

@@ -64,7 +64,7 @@ def test_measures_a_busy_loop_offline_with_overridden_intensity(no_network, tmp_
     assert set(report.energy_source) == {"cpu", "gpu", "ram"}
     assert report.energy_source["cpu"] is not None and report.energy_source["ram"] == "estimate"
     assert report.measured is False  # RAM power is always modelled by CodeCarbon
-    assert report.tool.startswith("codecarbon ")
+    assert report.tool.startswith("codecarbon ") and report.tool == meter.tool
     assert report.segments == 1
     assert report.to_dict()["energy_source"] == dict(report.energy_source)
     assert no_network == []
@@ -113,6 +113,7 @@ def test_energy_source_matches_codecarbon_and_measured_flag_is_consistent():
 
 def test_disabled_meter_measures_nothing():
     meter = EnergyMeter(enabled=False)
+    assert meter.tool is None and meter.energy_source == {}
     with meter:
         _busy(0.01)
     assert meter.last_report is None
@@ -201,18 +202,18 @@ def _fake(class_name, **attrs):
 
 def test_hardware_classification_without_the_hardware():
     """The RAPL / NVML branches cannot run on a CI container; check the labelling on stand-in objects."""
-    from layerlottery.metrics.energy import _all_measured, _describe_hardware
+    from layerlottery.metrics.energy import all_measured, _describe_hardware
 
     nvml = _fake("GPU", devices=_fake("AllGPUDevices", devices=[_fake("NvidiaGPUDevice"), _fake("NvidiaGPUDevice")]))
     rapl = _fake("CPU", _mode="intel_rapl")
     source = _describe_hardware([_fake("RAM"), rapl, nvml])
     assert source == {"cpu": "rapl", "gpu": "nvml", "ram": "estimate"}
-    assert _all_measured(source) is False  # the RAM estimate keeps it an estimate
-    assert _all_measured({"cpu": "rapl", "gpu": "nvml", "ram": None}) is True
+    assert all_measured(source) is False  # the RAM estimate keeps it an estimate
+    assert all_measured({"cpu": "rapl", "gpu": "nvml", "ram": None}) is True
     estimated = _describe_hardware([_fake("RAM"), _fake("CPU", _mode="cpu_load")])
     assert estimated == {"cpu": "tdp_estimate", "gpu": None, "ram": "estimate"}
     assert _describe_hardware([_fake("CPU", _mode="constant")])["cpu"] == "constant_estimate"
     assert _describe_hardware([_fake("CPU", _mode="new_mode")])["cpu"] == "unknown:new_mode"
-    assert _all_measured({"cpu": "unknown:new_mode", "gpu": None, "ram": None}) is False
+    assert all_measured({"cpu": "unknown:new_mode", "gpu": None, "ram": None}) is False
     empty_gpu = _fake("GPU", devices=_fake("AllGPUDevices", devices=[]))
     assert _describe_hardware([empty_gpu])["gpu"] is None

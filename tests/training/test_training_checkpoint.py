@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _training_helpers import digits_loaders, settings, tiny_resnet
+from _training_helpers import digits_loaders, one_thread, settings, tiny_resnet  # noqa: F401  (autouse fixture)
 
 import layerlottery as ll
 from layerlottery.errors import DataError
@@ -30,7 +30,8 @@ def finished_run(tmp_path_factory):
 
 def one_epoch(directory, model=None, **changes):
     train_loader, _ = digits_loaders(train_samples=256)
-    return train(model or tiny_resnet(), train_loader, settings(epochs=1, **changes), checkpoint_dir=directory, progress=False)
+    run = settings(epochs=1, **changes)
+    return train(model or tiny_resnet(), train_loader, run, checkpoint_dir=directory, progress=False)
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -56,7 +57,8 @@ def test_checkpoint_holds_the_documented_state(finished_run):
 def test_damaged_checkpoint_raises_instead_of_restarting(tmp_path, finished_run, damage):
     good = checkpoint_path(finished_run).read_bytes()
     path = checkpoint_path(tmp_path)
-    path.write_bytes({"garbage": b"\x00not a checkpoint\xff" * 50, "truncated": good[: len(good) // 2], "empty": b""}[damage])
+    damaged = {"garbage": b"\x00not a checkpoint\xff" * 50, "truncated": good[: len(good) // 2], "empty": b""}
+    path.write_bytes(damaged[damage])
     with pytest.raises(CheckpointError, match="corrupt.*delete it") as error:
         one_epoch(tmp_path)
     assert str(path) in one_line(error)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _training_helpers import (
-    TensorLoader,
     assert_same_weights,
     digits_loaders,
+    one_thread,  # noqa: F401  (autouse fixture)
     settings,
     tiny_resnet,
     without_timing,
@@ -55,7 +55,8 @@ class Recorder(Callback):
     """Counts hook calls and keeps a copy of the weights and timing counters after each epoch."""
 
     def __init__(self) -> None:
-        self.calls = {"on_train_start": 0, "on_epoch_start": 0, "on_epoch_end": 0, "on_train_end": 0}
+        hooks = ["on_train_start", "on_epoch_start", "on_epoch_trained", "on_epoch_end", "on_train_end"]
+        self.calls = dict.fromkeys(hooks, 0)
         self.weights: dict[int, dict[str, torch.Tensor]] = {}
         self.timed_samples: list[int] = []
 
@@ -64,6 +65,9 @@ class Recorder(Callback):
 
     def on_epoch_start(self, state) -> None:
         self.calls["on_epoch_start"] += 1
+
+    def on_epoch_trained(self, state, row) -> None:
+        self.calls["on_epoch_trained"] += 1
 
     def on_epoch_end(self, state) -> None:
         self.calls["on_epoch_end"] += 1
@@ -161,6 +165,42 @@ def test_snapshots_are_written_exactly_at_the_requested_epochs(tmp_path):
     assert all(torch.equal(at_init[k], initial[k]) for k in initial)
     assert all(torch.equal(at_two[k], recorder.weights[2][k]) for k in initial)
     assert not torch.equal(at_two["fc.weight"], recorder.weights[3]["fc.weight"])
+
+
+class Tagger(Callback):
+    """Logs the hook order and adds a field to each row right after the training steps."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def on_train_start(self, state) -> None:
+        self.log.append("train_start")
+
+    def on_epoch_start(self, state) -> None:
+        self.log.append(f"start {state.epoch + 1}")
+
+    def on_epoch_trained(self, state, row) -> None:
+        assert row["epoch"] == state.epoch + 1 and row["test_acc"] is None  # not evaluated yet
+        self.log.append(f"trained {row['epoch']}")
+        row["tag"] = 10.0 * row["epoch"]
+
+    def on_epoch_end(self, state) -> None:
+        assert state.history[-1]["test_acc"] is not None
+        self.log.append(f"end {state.epoch}")
+
+    def on_train_end(self, state) -> None:
+        self.log.append("train_end")
+
+
+def test_hooks_run_in_order_and_fields_added_after_the_steps_are_kept(tmp_path):
+    train_loader, test_loader = digits_loaders(train_samples=128)
+    tagger = Tagger()
+    result = train(tiny_resnet(), train_loader, settings(epochs=2), eval_loader=test_loader, checkpoint_dir=tmp_path,
+                   callbacks=[tagger], progress=False)
+    assert tagger.log == ["train_start", "start 1", "trained 1", "end 1", "start 2", "trained 2", "end 2", "train_end"]
+    assert [row["tag"] for row in result.history] == [10.0, 20.0]
+    stored = torch.load(checkpoint_path(tmp_path), weights_only=True)["history"]
+    assert [row["tag"] for row in stored] == [10.0, 20.0]
 
 
 def test_snapshots_need_a_checkpoint_dir():
