@@ -479,13 +479,13 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
         for spec in specs:
             out.print(f"{spec.label:<28} {RunDir(settings.runs_dir, spec).path}", highlight=False)
         return
-    log = (lambda message: None) if as_json else (lambda message: err.print(message, highlight=False))
+    log = (lambda message: None) if as_json else (lambda message: err.print(message, highlight=False, soft_wrap=True))
     result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log))
     dense, rows = summarize(result.runs, settings.xi)
     if as_json:
         return _emit_json({"dense": asdict(dense), "tickets": [asdict(row) for row in rows], "runs": result.runs})
     if result.trained == 0:
-        err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.")
+        err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.", soft_wrap=True)
     table, dense_line = to_rich(dense, rows, settings.xi, title=f"{settings.name}: tickets at initialization")
     out.print(table)
     out.print(dense_line, highlight=False)

@@ -1,0 +1,128 @@
+"""Algorithm 2 end to end on tiny synthetic data: every column, idempotent reruns, resume after a kill."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import layerlottery as ll
+from layerlottery.cli import app
+from layerlottery.config import load_settings
+from layerlottery.experiments import tickets
+from layerlottery.experiments.tickets import plan_runs, run_experiment
+from layerlottery.reports import summarize
+from layerlottery.training import Callback
+
+TINY = [
+    "model.name=test_resnet",
+    "data.name=synthetic",
+    "data.options={num_samples: 96, image_size: 8, num_classes: 4}",
+    "data.padding=1",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.lr=0.05",
+    "train.device=cpu",
+    "pruning.criteria=[snip,grasp]",
+    "pruning.p=[1,2]",
+    "pruning.samples_per_class=4",
+    "seeds=[0,1]",
+    "carbon.enabled=false",
+]
+
+
+def tiny_settings(tmp_path, *extra):
+    return load_settings("defaults", TINY + [f"runs_dir={tmp_path / 'runs'}", *extra])
+
+
+def test_plan_pairs_every_ticket_with_the_dense_run_of_its_seed(tmp_path):
+    specs = plan_runs(tiny_settings(tmp_path))
+    assert [s.label for s in specs[:5]] == ["dense seed 0", "snip p=1 seed 0", "snip p=2 seed 0", "grasp p=1 seed 0", "grasp p=2 seed 0"]
+    assert len(specs) == 10 and len({s.name for s in specs}) == 10
+
+
+def test_tiny_experiment_fills_every_column_and_reruns_as_a_no_op(tmp_path):
+    settings = tiny_settings(tmp_path, "carbon.enabled=true", "carbon.grid_intensity_g_per_kwh=400")
+    first = run_experiment(settings, progress=False, log=lambda _: None)
+    assert first.trained == 10
+    dense, rows = summarize(first.runs)
+    assert dense.seeds == 2 and 0 <= dense.test_acc_mean <= 1
+    assert [(r.criterion, r.p) for r in rows] == [("grasp", 1), ("grasp", 2), ("snip", 1), ("snip", 2)]
+    blocks = ll.find_blocks(ll.create_model("test_resnet", image_size=8, num_classes=4, shortcut="B"))
+    for row in rows:
+        assert row.seeds == 2
+        for value in dataclasses.asdict(row).values():
+            assert value is not None
+        assert row.speedup_mean > 0 and row.co2_reduction_mean < 1 and row.energy_measured is False
+        assert row.param_reduction > 0
+    for run in first.runs:
+        if run["kind"] == "ticket":
+            assert len(run["removed"]) == run["p"]
+            assert run["macs"] == blocks.total_macs - sum(blocks[name].macs for name in run["removed"])
+            assert run["emissions_kg"] == pytest.approx(run["energy_kwh"] * 400 / 1000)
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    again = run_experiment(settings, progress=False, log=lambda _: None)
+    assert again.trained == 0 and again.runs == first.runs
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()} == stamps
+
+    run_dir = tmp_path / "runs" / first.runs[1]["name"]
+    assert {"settings.json", "environment.json", "plan.json", "metrics.csv", "result.json"} <= {p.name for p in run_dir.iterdir()}
+    assert json.loads((run_dir / "settings.json").read_text())["hashed"]["ticket"]["criterion"] == "snip"
+    assert (run_dir / "metrics.csv").read_text().splitlines()[0] == "run,epoch,metric,value"
+
+
+class _KillAfter(Callback):
+    """Raises in the middle of the run, after `epoch` epochs, before that epoch's checkpoint is written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, state) -> None:
+        if state.epoch == self.epoch + 1:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_experiment(tmp_path, monkeypatch):
+    extra = ["train.epochs=3", "seeds=[0]", "pruning.criteria=[grasp]", "pruning.p=[2]"]
+    clean = run_experiment(tiny_settings(tmp_path / "clean", *extra), progress=False, log=lambda _: None)
+
+    settings = tiny_settings(tmp_path / "killed", *extra)
+    real_train = tickets.train
+
+    def train_then_die(model, loader, train_settings, *, callbacks=(), **kwargs):
+        killer = [_KillAfter(1)] if "ticket-" in str(kwargs["checkpoint_dir"]) else []
+        return real_train(model, loader, train_settings, callbacks=[*callbacks, *killer], **kwargs)
+
+    monkeypatch.setattr(tickets, "train", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(settings, progress=False, log=lambda _: None)
+    monkeypatch.setattr(tickets, "train", real_train)
+    resumed = run_experiment(settings, progress=False, log=lambda _: None)
+    assert resumed.trained == 1  # the dense run had finished; only the ticket resumed
+
+    timing = {"train_seconds", "images_per_second", "peak_memory_bytes", "compile_seconds"}
+    for a, b in zip(clean.runs, resumed.runs):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    for name in (run["name"] for run in clean.runs):
+        a = torch.load(tmp_path / "clean" / "runs" / name / "checkpoints" / "last.pt", weights_only=True)
+        b = torch.load(tmp_path / "killed" / "runs" / name / "checkpoints" / "last.pt", weights_only=True)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_run_command_prints_the_table_and_rejects_bad_settings(tmp_path):
+    runner = CliRunner()
+    args = ["run", "defaults", *TINY, "seeds=[0]", "pruning.p=[1]", f"runs_dir={tmp_path / 'runs'}", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for header in ["criterion", "Δacc pts", "wins", "MACs -%", "params -%", "speedup", "CO2 -%"]:
+        assert header in result.stdout
+    assert (tmp_path / "runs" / "experiment-table.md").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "nothing trained" in again.output
+    bad = runner.invoke(app, ["run", "defaults", "train.lr=-1"])
+    assert bad.exit_code == 2 and "train.lr must be > 0" in bad.output and "Traceback" not in bad.output
+    dry = runner.invoke(app, ["pai", "--model", "cifar_resnet20", "--criteria", "grasp", "-p", "1,2", "--seeds", "0,1", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert len(json.loads(dry.stdout)["runs"]) == 6
