@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import os
 import shlex
 import statistics
 import sys
@@ -58,6 +59,14 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     """(Q1, median, Q3); the inclusive method, because repeats are few."""
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
+
+
+def load_average() -> str:
+    """The 1-minute load average with the core count, e.g. ``4.2 on 2 cores``: how shared the machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):  # not on every platform
+        return "unknown"
 
 
 class PlainImages(Dataset):
@@ -165,6 +174,7 @@ def main() -> None:
         run = lambda m=model, l=loader, o=optimizer: plain_epoch(m, l, o, device)  # noqa: E731 (bind this loop's objects)
         contenders.append(Contender(f"plain, {workers} workers", run, device))
 
+    load_before = load_average()
     print(f"{args.model}: one warm-up epoch each, then {args.repeats} interleaved repeats ...", flush=True)
     for contender in contenders:
         contender.epoch()
@@ -188,7 +198,8 @@ def main() -> None:
         "every step. Same model init, SGD (lr, momentum, Nesterov, weight decay). Time = wall clock of the whole epoch",
         "call. Medians with [Q1, Q3]; ours/plain speedup = median plain time / median ours time; paired ratios = plain / ours",
         "time of the same repeat.",
-        "Absolute img/s move with the machine's load; the interleaved ratios much less.",
+        f"Absolute img/s move with the machine's load (1-minute load average {load_before}, at the end {load_average()});",
+        "the interleaved ratios much less.",
         *([args.note] if args.note else []),
         "",
         "| contender | epoch s [IQR] | img/s [IQR] | ours/plain speedup | paired ratios: median [IQR] |",

@@ -1,7 +1,7 @@
 """Training throughput of tickets vs the dense network, against the MAC ratio, measured side by side.
 
 ``python benchmarks/train_speed.py [--device cuda] [--batch-size 64] [--steps 4] [--repeats 9]
-[--networks cifar_resnet32 cifar_resnet56] [--threads 1]``
+[--networks cifar_resnet32 cifar_resnet56] [--orders first last] [--threads 1]``
 
 What is timed is a full SGD step as :func:`layerlottery.training.train` takes it: a batch from a
 :class:`~layerlottery.data.DeviceLoader` (on-device pad + crop + flip and normalization), forward,
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import statistics
 import sys
@@ -41,6 +42,8 @@ from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import build_optimizer
 
 # The paper's settings (Table 4): ResNet-32 p = 1, 3, 5 and ResNet-56 p = 5, 12, option B.
+# Which end of the network a ticket's blocks are taken from: the score of block i is sign * i, lowest removed first.
+ORDERS = {"first": 1, "last": -1}
 P_VALUES = {"cifar_resnet32": (1, 3, 5), "cifar_resnet56": (5, 12), "cifar_resnet20": (1, 2), "cifar_resnet44": (3, 7)}
 
 
@@ -54,6 +57,14 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     """(Q1, median, Q3); the inclusive method, because repeats are few."""
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
+
+
+def load_average() -> str:
+    """The 1-minute load average with the core count, e.g. ``4.2 on 2 cores``: how shared the machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):  # not on every platform
+        return "unknown"
 
 
 def batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -122,6 +133,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed chunks per contender")
     parser.add_argument("--warmup", type=int, default=1, help="untimed chunks per contender first")
     parser.add_argument("--networks", nargs="+", default=["cifar_resnet32", "cifar_resnet56"], choices=sorted(P_VALUES))
+    parser.add_argument("--orders", nargs="+", default=["first", "last"], choices=sorted(ORDERS), help="which blocks go")
     parser.add_argument("--samples", type=int, default=1024, help="synthetic CIFAR-shaped training images")
     parser.add_argument(
         "--threads",
@@ -140,6 +152,42 @@ def main() -> None:
     settings = dataclasses.replace(TrainSettings(), epochs=1, batch_size=args.batch_size, device=str(device))
     data = get_dataset("synthetic", num_samples=args.samples, image_size=32, channels=3)
     loader = DeviceLoader(data, args.batch_size, shuffle=True, augment=True, padding=4, flip=True, seed=0, device=device)
+    load_before = load_average()
+    rows: list[str] = []
+    for name in args.networks:
+        dense_model = ll.create_model(name, shortcut="B")
+        blocks = ll.find_blocks(dense_model)
+        # (order, p, plan): blocks taken from the input end or from the output end. Every removable block costs
+        # the same MACs, so both give the same MAC ratio, but not the same time: a stage-1 block works on 4x the
+        # activations of a stage-3 block (32x32x16 vs 8x8x64), so memory-bound work (BatchNorm, ReLU, the
+        # residual add, their backward) goes with it. The two orders bracket what a criterion's choice can do.
+        plans = [
+            (order, p, ll.select_blocks(blocks, {b.name: ORDERS[order] * float(i) for i, b in enumerate(blocks)}, p=p))
+            for order in args.orders
+            for p in P_VALUES[name]
+        ]
+        # Tickets are copies cut from the untrained dense model, made before any contender trains.
+        tickets = [ll.remove_blocks(dense_model, plan) for _, _, plan in plans]
+        dense = Contender("dense", dense_model, loader, settings, device)
+        contenders = [dense] + [
+            Contender(f"{order} p={p}", ticket, loader, settings, device) for (order, p, _), ticket in zip(plans, tickets)
+        ]
+        print(f"{name}: timing {', '.join(c.label for c in contenders)} ...", flush=True)
+        measure(contenders, args.steps, args.repeats, args.warmup)
+        dq = quartiles(dense.seconds)
+        for (order, p, plan), ticket in zip(plans, contenders[1:]):
+            tq = quartiles(ticket.seconds)
+            mac_ratio = plan.dense_macs / plan.pruned_macs
+            speedup = dq[1] / tq[1]
+            paired = quartiles([d / t for d, t in zip(dense.seconds, ticket.seconds)])
+            per_step = lambda q: f"{1000 * q[1] / args.steps:.1f} [{1000 * q[0] / args.steps:.1f}, {1000 * q[2] / args.steps:.1f}]"  # noqa: E731
+            images = args.batch_size * args.steps
+            rows.append(
+                f"| {name} | {p} | {order}: {', '.join(plan.removed)} | {mac_ratio:.3f} | {images / dq[1]:.0f} | {images / tq[1]:.0f} | "
+                f"{per_step(dq)} | {per_step(tq)} | {speedup:.3f} | {paired[1]:.3f} [{paired[0]:.3f}, {paired[2]:.3f}] | "
+                f"{speedup / mac_ratio:.1%} |"
+            )
+            print(rows[-1], flush=True)
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/train_speed.py", *sys.argv[1:]])
     precision = "bfloat16 autocast, channels-last" if device.type == "cuda" and settings.amp else "float32"
     lines = [
@@ -150,39 +198,20 @@ def main() -> None:
         "(on-device pad 4 + crop + flip). A step = batch + forward + backward + SGD step (Nesterov, weight decay), the",
         f"same function for every model. Per network the dense model and its tickets run interleaved: {args.repeats} repeats,",
         f"each one timed chunk of {args.steps} steps per model (order rotated), after {args.warmup} warm-up chunk(s).",
-        "Blocks are removed in their order (all removable blocks cost the same MACs). Medians over repeats, [Q1, Q3] IQRs;",
-        "measured speedup = median dense time / median ticket time; paired ratios = dense / ticket time of the same repeat;",
-        "efficiency = speedup / MAC ratio. Absolute img/s move with the machine's load; the interleaved ratios much less.",
+        "Tickets remove the p blocks nearest the input (first) or the output (last) among the removable ones (the first",
+        "block of each stage is kept, as in the paper): the same MACs either way, not the same time.",
+        "Medians over repeats, [Q1, Q3] IQRs; measured speedup = median dense time / median ticket time; paired ratios =",
+        "dense / ticket time of the same repeat; efficiency = measured speedup / MAC ratio.",
+        f"Absolute img/s move with the machine's load (1-minute load average {load_before}, at the end {load_average()}); the",
+        "interleaved ratios much less.",
         *([args.note] if args.note else []),
         "",
-        "| network | p | MAC ratio (dense/ticket) | dense img/s | ticket img/s | dense ms/step [IQR] | ticket ms/step [IQR] "
+        "| network | p | removed blocks | MAC ratio (dense/ticket) | dense img/s | ticket img/s | dense ms/step [IQR] | ticket ms/step [IQR] "
         "| measured speedup | paired ratios: median [IQR] | efficiency |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
     ]
-    for name in args.networks:
-        dense_model = ll.create_model(name, shortcut="B")
-        blocks = ll.find_blocks(dense_model)
-        plans = [ll.select_blocks(blocks, {b.name: float(i) for i, b in enumerate(blocks)}, p=p) for p in P_VALUES[name]]
-        # Tickets are copies cut from the untrained dense model, made before any contender trains.
-        tickets = [ll.remove_blocks(dense_model, plan) for plan in plans]
-        dense = Contender("dense", dense_model, loader, settings, device)
-        contenders = [dense] + [Contender(f"p={p}", t, loader, settings, device) for p, t in zip(P_VALUES[name], tickets)]
-        print(f"{name}: timing {', '.join(c.label for c in contenders)} ...", flush=True)
-        measure(contenders, args.steps, args.repeats, args.warmup)
-        dq = quartiles(dense.seconds)
-        for p, plan, ticket in zip(P_VALUES[name], plans, contenders[1:]):
-            tq = quartiles(ticket.seconds)
-            mac_ratio = plan.dense_macs / plan.pruned_macs
-            speedup = dq[1] / tq[1]
-            paired = quartiles([d / t for d, t in zip(dense.seconds, ticket.seconds)])
-            per_step = lambda q: f"{1000 * q[1] / args.steps:.1f} [{1000 * q[0] / args.steps:.1f}, {1000 * q[2] / args.steps:.1f}]"  # noqa: E731
-            images = args.batch_size * args.steps
-            lines.append(
-                f"| {name} | {p} | {mac_ratio:.3f} | {images / dq[1]:.0f} | {images / tq[1]:.0f} | {per_step(dq)} | "
-                f"{per_step(tq)} | {speedup:.3f} | {paired[1]:.3f} [{paired[0]:.3f}, {paired[2]:.3f}] | {speedup / mac_ratio:.1%} |"
-            )
-            print(lines[-1], flush=True)
-    lines.append("")
     write_result("train_speed.md" if device.type == "cpu" else "train_speed_cuda.md", "\n".join(lines))
 
 

@@ -54,12 +54,16 @@ class DataSettings:
     """Which data, and how training batches are augmented."""
 
     name: str = "cifar10"
+    """A registered dataset (synthetic, digits, mnist, cifar10, cifar100) or ``folder``: images in
+    ``data_dir/train/<class>/`` and ``data_dir/val/<class>/`` (ImageNet layout), read by DataLoader workers."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Options of the dataset loader, e.g. ``{"train_fraction": 0.8}`` for the MNIST test set."""
     augment: bool = True
     """Pad + random crop + horizontal flip on training batches (the paper's augmentation)."""
     padding: int = 4
     flip: bool = True
+    image_size: int = 224
+    """Side of the crops taken from an image folder (``folder`` only)."""
     data_dir: str | None = _not_hashed(None)
     workers: int = _not_hashed(4)
     """DataLoader workers, for image folders only (in-memory datasets need none)."""
@@ -67,10 +71,15 @@ class DataSettings:
     def validate(self) -> None:
         from layerlottery.data import list_datasets
 
-        if self.name not in list_datasets():
-            raise ConfigError(f"data.name: unknown dataset {self.name!r}; choose one of: {', '.join(list_datasets())}")
+        if self.name != "folder" and self.name not in list_datasets():
+            known = ", ".join([*list_datasets(), "folder"])
+            raise ConfigError(f"data.name: unknown dataset {self.name!r}; choose one of: {known}")
+        if self.name == "folder" and not self.data_dir:
+            raise ConfigError("data.name=folder needs data.data_dir, the folder holding train/ and val/")
         if self.padding < 0:
             raise ConfigError(f"data.padding must be >= 0, not {self.padding}")
+        if self.image_size < 1:
+            raise ConfigError(f"data.image_size must be >= 1, not {self.image_size}")
         if self.workers < 0:
             raise ConfigError(f"data.workers must be >= 0, not {self.workers}")
 

@@ -34,8 +34,11 @@ class Ticket:
     plan: RemovalPlan
 
 
-def model_options_for(dataset: ImageDataset | None, **options: Any) -> dict[str, Any]:
-    """Model options that fit ``dataset`` (channels, classes, image size), overridden by ``options``."""
+def model_options_for(dataset: Any, **options: Any) -> dict[str, Any]:
+    """Model options that fit ``dataset`` (channels, classes, image size), overridden by ``options``.
+
+    ``dataset`` is anything with ``input_shape`` (C, H, W) and ``num_classes``, or None.
+    """
     fitted: dict[str, Any] = {}
     if dataset is not None:
         channels, height, _width = dataset.input_shape
@@ -67,6 +70,7 @@ def ticket_at_init(
     criterion: str,
     *,
     dataset: ImageDataset | None = None,
+    scoring_batch: Batch | None = None,
     p: int | None = None,
     fraction: float | None = None,
     mac_reduction: float | None = None,
@@ -80,8 +84,9 @@ def ticket_at_init(
 ) -> Ticket:
     """Build ``model`` from ``seed`` (theta_0), score its blocks with ``criterion``, remove the weakest.
 
-    ``model_options`` are fitted to ``dataset`` (channels, classes, image size) unless given. The
-    ``random`` criterion takes its seed from ``seed`` unless ``criterion_options`` sets one.
+    ``model_options`` are fitted to ``dataset`` (channels, classes, image size) unless given. Data
+    criteria score ``scoring_batch`` if given, else ``samples_per_class`` images of each class of
+    ``dataset``. The ``random`` criterion takes its seed from ``seed`` unless ``criterion_options`` sets one.
     """
     options = model_options_for(dataset, **(model_options or {}))
     get_criterion(criterion).resolve_options(dict(criterion_options or {}))  # fail before building anything
@@ -95,7 +100,7 @@ def ticket_at_init(
         extra.setdefault("seed", seed)
     if "samples_per_class" in spec.options:
         extra.setdefault("samples_per_class", samples_per_class)
-    data = scoring_data(dataset, criterion, samples_per_class, seed, device)
+    data = scoring_batch if scoring_batch is not None else scoring_data(dataset, criterion, samples_per_class, seed, device)
     scores = score_blocks(dense, criterion, data, blocks=blocks, **extra)
     plan = select_blocks(
         blocks,

@@ -13,9 +13,10 @@ from typing import Any, Callable
 import torch
 
 from layerlottery.config import ExperimentSettings
-from layerlottery.data import DeviceLoader, ImageDataset, get_dataset
+from layerlottery.criteria import get_criterion
 from layerlottery.experiments.at_init import model_options_for, ticket_at_init
 from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
+from layerlottery.experiments.sources import DataSource, data_source
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.surgery import RemovalPlan, parse_protect, remove_blocks
@@ -60,7 +61,7 @@ def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: 
     """Run (or resume, or just read) every run of the experiment and return their results."""
     settings.validate()
     specs = plan_runs(settings)
-    data = _Datasets(settings)
+    source: DataSource | None = None  # loaded on first need: a finished experiment reads no data
     results, trained = [], 0
     for index, spec in enumerate(specs, start=1):
         run_dir = RunDir(settings.runs_dir, spec)
@@ -68,40 +69,20 @@ def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: 
             results.append(run_dir.read_result())
             continue
         log(f"[{index}/{len(specs)}] {spec.label}: {run_dir.path}")
-        results.append(execute_run(spec, run_dir, data, settings, progress=progress))
+        source = source or data_source(settings.data)
+        results.append(execute_run(spec, run_dir, source, settings, progress=progress))
         trained += 1
     return ExperimentResult(settings, results, trained)
 
 
-class _Datasets:
-    """Load each split once per experiment, on first use."""
-
-    def __init__(self, settings: ExperimentSettings) -> None:
-        self.settings = settings
-        self._cache: dict[str, ImageDataset] = {}
-
-    def __getitem__(self, split: str) -> ImageDataset:
-        if split not in self._cache:
-            data = self.settings.data
-            self._cache[split] = get_dataset(data.name, split=split, data_dir=data.data_dir, **dict(data.options))
-        return self._cache[split]
-
-
 def execute_run(
-    spec: RunSpec, run_dir: RunDir, data: Any, settings: ExperimentSettings, *, progress: bool = True
+    spec: RunSpec, run_dir: RunDir, source: DataSource, settings: ExperimentSettings, *, progress: bool = True
 ) -> dict[str, Any]:
     """Train one run to completion (resuming if it was interrupted) and write its result."""
     run_dir.prepare()
     device = resolve_device(spec.train.device)
-    train_set, test_set = data["train"], data["test"]
-    model, plan = _initial_model(spec, run_dir, train_set, device)
-
-    channels_last = spec.train.channels_last and device.type == "cuda"
-    train_loader = DeviceLoader(
-        train_set, spec.train.batch_size, shuffle=True, augment=spec.data.augment, padding=spec.data.padding,
-        flip=spec.data.flip, seed=spec.seed, device=device, channels_last=channels_last,
-    )
-    test_loader = DeviceLoader(test_set, 512, shuffle=False, device=device, channels_last=channels_last)
+    model, plan = _initial_model(spec, run_dir, source, device)
+    train_loader, test_loader = source.loaders(spec.train, spec.seed, device)
     carbon = settings.carbon
     emissions = EmissionsRecorder(
         enabled=carbon.enabled, country_iso_code=carbon.country_iso_code,
@@ -129,7 +110,7 @@ def execute_run(
         "compile_seconds": outcome.compile_seconds,
         "peak_memory_bytes": outcome.peak_memory_bytes,
         "peak_memory_kind": outcome.peak_memory_kind,
-        "macs": count_macs(model, train_set.input_shape),
+        "macs": count_macs(model, source.input_shape),
         "params": count_params(model),
         "device": str(device),
         **energy,
@@ -139,11 +120,11 @@ def execute_run(
 
 
 def _initial_model(
-    spec: RunSpec, run_dir: RunDir, train_set: ImageDataset, device: torch.device
+    spec: RunSpec, run_dir: RunDir, source: DataSource, device: torch.device
 ) -> tuple[torch.nn.Module, RemovalPlan | None]:
     """theta_0 of the run's network: dense from the seed, or the ticket (plan found once, then replayed)."""
     options = model_options_for(
-        train_set, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual
+        source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual
     )
     if spec.ticket is None:
         torch.manual_seed(spec.seed)
@@ -153,10 +134,11 @@ def _initial_model(
         torch.manual_seed(spec.seed)
         return remove_blocks(create_model(spec.model.name, **options), plan).to(device), plan
     ticket = spec.ticket
+    needs_data = get_criterion(ticket.criterion).needs_data
     found = ticket_at_init(
         spec.model.name,
         ticket.criterion,
-        dataset=train_set,
+        scoring_batch=source.scoring_batch(ticket.samples_per_class, spec.seed, device) if needs_data else None,
         p=ticket.p,
         protect=parse_protect(ticket.protect),
         min_per_stage=ticket.min_per_stage,

@@ -126,3 +126,28 @@ def test_run_command_prints_the_table_and_rejects_bad_settings(tmp_path):
     dry = runner.invoke(app, ["pai", "--model", "cifar_resnet20", "--criteria", "grasp", "-p", "1,2", "--seeds", "0,1", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
     assert len(json.loads(dry.stdout)["runs"]) == 6
+
+
+def test_image_folder_experiment(tmp_path):
+    """The DataLoader path: ImageNet-layout folders, decoded by workers, same experiment and table."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for label in range(3):
+            folder = tmp_path / "images" / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = (torch.rand(20, 20, 3, generator=generator) * 80 + 80 * label).to(torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    settings = tiny_settings(
+        tmp_path, "data.name=folder", f"data.data_dir={tmp_path / 'images'}", "data.image_size=16",
+        "data.workers=0", "data.options={}", "seeds=[0]", "pruning.criteria=[grasp]", "pruning.p=[1]",
+        "pruning.samples_per_class=2", "train.batch_size=6",
+    )
+    result = run_experiment(settings, progress=False, log=lambda _: None)
+    dense, rows = summarize(result.runs)
+    assert result.trained == 2 and len(rows) == 1 and rows[0].criterion == "grasp"
+    assert result.runs[0]["macs"] == ll.count_macs(ll.create_model("test_resnet", num_classes=3, image_size=16, shortcut="B"))
+    with pytest.raises(ll.ConfigError, match="data.name=folder needs data.data_dir"):
+        tiny_settings(tmp_path, "data.name=folder", "data.options={}")
