@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 from conftest import randomize_batchnorm
 
 from layerlottery.models import create_model
 from layerlottery.models.blocks import find_blocks
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and two threads stall badly when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 ALL_CRITERIA = ["random", "magnitude", "snip", "grasp", "synflow", "gradnorm"]
 DATA_CRITERIA = ["snip", "grasp", "gradnorm"]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from _criteria_helpers import batch, double_copy, removable_names, tiny_model, one_thread  # noqa: F401  (autouse fixture)
+from _criteria_helpers import batch, double_copy, removable_names, tiny_model
 from torch.func import functional_call
 
 from layerlottery.criteria import score_blocks

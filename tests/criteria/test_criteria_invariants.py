@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 import torch
-from _criteria_helpers import (  # one_thread: autouse fixture
-    one_thread,  # noqa: F401
+from _criteria_helpers import (
+     # noqa: F401
     ALL_CRITERIA,
     DATA_CRITERIA,
     QUIET,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _criteria_helpers import ALL_CRITERIA, DATA_CRITERIA, QUIET, batch, tiny_model, one_thread  # noqa: F401  (autouse fixture)
+from _criteria_helpers import ALL_CRITERIA, DATA_CRITERIA, QUIET, batch, tiny_model
 
 from layerlottery.criteria import (
     BlockScores,

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from _criteria_helpers import removable_names, tiny_model, one_thread  # noqa: F401  (autouse fixture)
+from _criteria_helpers import removable_names, tiny_model
 
 from layerlottery.criteria import score_blocks, synflow_weight_scores
 from layerlottery.criteria.synflow import linearize

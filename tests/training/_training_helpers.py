@@ -6,20 +6,10 @@ import math
 from collections.abc import Iterator
 from functools import lru_cache
 
-import pytest
 import torch
 
 import layerlottery as ll
 from layerlottery.config import TrainSettings
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and two threads stall badly when the cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class TensorLoader:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _training_helpers import digits_loaders, one_thread, settings, tiny_resnet  # noqa: F401  (autouse fixture)
+from _training_helpers import digits_loaders, settings, tiny_resnet
 
 import layerlottery as ll
 from layerlottery.errors import DataError

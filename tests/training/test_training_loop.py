@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from _training_helpers import (
     assert_same_weights,
     digits_loaders,
-    one_thread,  # noqa: F401  (autouse fixture)
+   
     settings,
     tiny_resnet,
     without_timing,

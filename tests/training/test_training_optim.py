@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _training_helpers import one_thread, settings, tiny_resnet  # noqa: F401  (autouse fixture)
+from _training_helpers import settings, tiny_resnet
 
 from layerlottery.training import build_optimizer, build_scheduler
 
