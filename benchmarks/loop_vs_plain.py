@@ -20,7 +20,11 @@ Each contender's time is the wall clock of one whole epoch call, device synchron
 includes ``train``'s own set-up, the plain loop its worker start-up, as a new epoch pays them). The contenders
 run interleaved, the order rotated every repeat, after one warm-up epoch each; reported are images/s (median
 and IQR over repeats), the ratio ours/plain (median epoch time of plain / median of ours), and the median and
-IQR of the per-repeat paired ratios (plain / ours time of the same repeat). Results go to ``benchmarks/results/loop_vs_plain.md`` (``loop_vs_plain_cuda.md``
+IQR of the per-repeat paired ratios (plain / ours time of the same repeat). A second, quick table times the data
+pipelines alone (the same batches delivered on the device, no model), since on a CPU the network's compute
+dwarfs them and the epoch ratio alone would hide what the pipeline costs.
+
+Results go to ``benchmarks/results/loop_vs_plain.md`` (``loop_vs_plain_cuda.md``
 for CUDA).
 """
 
@@ -98,6 +102,12 @@ def plain_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     return running_loss / steps
 
 
+def drain_plain(loader: DataLoader, device: torch.device) -> None:
+    """Produce one epoch of plain batches on the device, without training."""
+    for inputs, labels in loader:
+        inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
 class Contender:
     """A named epoch function and its timings (whole-call seconds per repeat)."""
 
@@ -111,6 +121,17 @@ class Contender:
         self.run()
         sync(self.device)
         return time.perf_counter() - start
+
+
+def interleave(contenders: list[Contender], repeats: int) -> None:
+    """One untimed warm-up epoch each, then ``repeats`` timed epochs each, interleaved and order-rotated."""
+    for contender in contenders:
+        contender.epoch()
+    n = len(contenders)
+    for r in range(repeats):
+        for i in range(n):  # rotated so that no contender always runs right after the same one
+            contender = contenders[(r + i) % n]
+            contender.seconds.append(contender.epoch())
 
 
 def main() -> None:
@@ -152,7 +173,13 @@ def main() -> None:
         result = train(ours_model, device_loader, settings, progress=False)
         ours_steps_ips.append(result.images_per_second or 0.0)
 
+    def drain_ours() -> None:
+        for _ in device_loader.epoch(1):
+            pass
+
     contenders = [Contender("ours (train + DeviceLoader)", run_ours, device)]
+    # The data pipelines alone (batches produced and on the device, no model): what the loop has to hide.
+    pipelines = [Contender("ours: DeviceLoader", drain_ours, device)]
 
     transform = v2.Compose([
         v2.RandomCrop(32, padding=4),
@@ -173,17 +200,14 @@ def main() -> None:
         )
         run = lambda m=model, l=loader, o=optimizer: plain_epoch(m, l, o, device)  # noqa: E731 (bind this loop's objects)
         contenders.append(Contender(f"plain, {workers} workers", run, device))
+        pipelines.append(Contender(f"plain: DataLoader, {workers} workers", lambda l=loader: drain_plain(l, device), device))
 
     load_before = load_average()
     print(f"{args.model}: one warm-up epoch each, then {args.repeats} interleaved repeats ...", flush=True)
-    for contender in contenders:
-        contender.epoch()
-    ours_steps_ips.clear()
-    n = len(contenders)
-    for r in range(args.repeats):
-        for i in range(n):  # rotated so that no contender always runs right after the same one
-            contender = contenders[(r + i) % n]
-            contender.seconds.append(contender.epoch())
+    interleave(contenders, args.repeats)
+    del ours_steps_ips[: -args.repeats]  # drop the warm-up epoch's reading
+    print("data pipelines alone ...", flush=True)
+    interleave(pipelines, args.repeats)
 
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/loop_vs_plain.py", *sys.argv[1:]])
     ours_precision = "bfloat16 autocast + channels-last" if device.type == "cuda" and settings.amp else "float32"
@@ -217,6 +241,19 @@ def main() -> None:
         lines.append(
             f"| {contender.label} | {q[1]:.2f} [{q[0]:.2f}, {q[2]:.2f}] | {rate(q[1]):.0f} [{rate(q[2]):.0f}, {rate(q[0]):.0f}] | {ratio} |"
         )
+        print(lines[-1], flush=True)
+    lines += [
+        "",
+        "The data pipelines alone, same batches, no model (ours: `DeviceLoader.epoch`; plain: iterating the `DataLoader`",
+        "and copying each batch to the device), interleaved the same way:",
+        "",
+        "| pipeline | epoch ms [IQR] | share of ours' training epoch |",
+        "|---|---|---|",
+    ]
+    for pipeline in pipelines:
+        q = quartiles(pipeline.seconds)
+        share = q[1] / quartiles(ours.seconds)[1]
+        lines.append(f"| {pipeline.label} | {1000 * q[1]:.1f} [{1000 * q[0]:.1f}, {1000 * q[2]:.1f}] | {share:.1%} |")
         print(lines[-1], flush=True)
     lines += [
         "",

@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.table import Table
 
 from layerlottery.errors import ConfigError, LayerLotteryError
-from layerlottery.surgery.select import parse_protect
 
 app = typer.Typer(
     name="layerlottery",
     help=(
         "Find layer-pruned lottery tickets: score every residual block of a network, delete the weakest "
         "blocks, and get a genuinely shallower network.\n\n"
-        "Start with:  layerlottery blocks cifar_resnet32 --shortcut B"
+        "Start with:  layerlottery run quickstart   (the whole pipeline on a CPU in about two minutes)\n\n"
+        "Then:  layerlottery blocks cifar_resnet32 --shortcut B   |   layerlottery presets"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -305,6 +305,8 @@ def prune(
       layerlottery prune cifar_resnet56 --shortcut B --data cifar10 -c snip --mac-reduction 0.3 --out t56
       layerlottery prune cifar_resnet20 -c synflow -p 2 --protect none --min-per-stage 1 --out t20 --json
     """
+    from layerlottery.surgery.select import parse_protect
+
     if out_dir.exists() and not overwrite:
         _fail(f"{out_dir} already exists; choose another --out or pass --overwrite")
     target = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
@@ -376,8 +378,9 @@ def presets(as_json: bool = JsonOpt) -> None:
 
     rows = []
     for name in list_presets():
-        first = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()[0]
-        rows.append({"name": name, "description": first.lstrip("# ").strip()})
+        lines = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()
+        comment = [line.lstrip("# ").strip() for line in lines[: next(i for i, l in enumerate(lines + [""]) if not l.startswith("#"))]]
+        rows.append({"name": name, "description": " ".join(comment)})
     if as_json:
         return _emit_json(rows)
     table = Table(title="Presets")

@@ -97,3 +97,13 @@ def test_help_teaches_with_examples():
     result = invoke("prune", "--help")
     assert result.exit_code == 0
     assert "Examples" in result.stdout and "--mac-reduction" in result.stdout
+
+
+def test_public_api_resolves_and_cli_starts_without_torch():
+    import subprocess
+    import sys
+
+    for name in ll.__all__:
+        assert getattr(ll, name) is not None
+    code = "import sys, layerlottery.cli; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
