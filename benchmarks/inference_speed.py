@@ -3,8 +3,8 @@
 ``python benchmarks/inference_speed.py [--device cuda] [--batch-size 128] [--repeats 15]``
 
 Dense and pruned models are timed in alternation (the machines are shared and noisy), after warm-up, with
-the device synchronized before each clock read; the median of the repeats is reported. Speedup efficiency =
-measured speedup / theoretical speedup (dense MACs / ticket MACs). Training throughput is measured by the
+the device synchronized before each clock read; the speedup is the median over repeats of the paired ratio
+dense time / ticket time, with its IQR. Efficiency = speedup / theoretical speedup (dense MACs / ticket MACs). Training throughput is measured by the
 training benchmarks; this one isolates the forward pass.
 """
 
@@ -49,18 +49,25 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads; one by default because two OpenMP threads stall on a shared 2-core machine",
+    )
     args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, 32, 32, device=args.device)
     lines = [
         "# Inference time: tickets vs dense",
         "",
         f"Measured with `python benchmarks/inference_speed.py --device {args.device} --batch-size {args.batch_size} "
-        f"--repeats {args.repeats}` on {machine_line(args.device)}.",
-        "Option B networks, eval mode, float32, median of the repeats (dense and ticket interleaved); blocks chosen by",
+        f"--repeats {args.repeats} --threads {args.threads}` on {machine_line(args.device)}.",
+        "The machine was shared with a CPU training run; dense and tickets are interleaved so their ratio holds.",
+        "Option B networks, eval mode, float32, median of the repeats and of the paired ratios (dense and ticket interleaved); blocks chosen by",
         "their order (all removable blocks cost the same MACs, so which ones go does not change the MAC count).",
         "",
-        "| network | p | MAC ratio (dense/ticket) | dense ms | ticket ms | measured speedup | efficiency |",
+        "| network | p | MAC ratio (dense/ticket) | dense ms | ticket ms | speedup (paired median [IQR]) | efficiency |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, p in SETTINGS:
@@ -68,11 +75,14 @@ def main() -> None:
         blocks = ll.find_blocks(dense)
         plan = ll.select_blocks(blocks, {b.name: float(i) for i, b in enumerate(blocks)}, p=p)
         ticket = ll.remove_blocks(dense, plan).eval()
-        dense_t, ticket_t = (statistics.median(t) for t in time_forward([dense, ticket], x, args.repeats, args.device))
+        dense_times, ticket_times = time_forward([dense, ticket], x, args.repeats, args.device)
+        # Each repeat times dense and ticket back to back, so their ratio cancels most of the machine's drift.
+        ratios = sorted(d / t for d, t in zip(dense_times, ticket_times))
+        q1, speedup, q3 = statistics.quantiles(ratios, n=4)
         mac_ratio = plan.dense_macs / plan.pruned_macs
-        speedup = dense_t / ticket_t
         lines.append(
-            f"| {name} | {p} | {mac_ratio:.3f} | {1000 * dense_t:.1f} | {1000 * ticket_t:.1f} | {speedup:.3f} | {speedup / mac_ratio:.1%} |"
+            f"| {name} | {p} | {mac_ratio:.3f} | {1000 * statistics.median(dense_times):.1f} | "
+            f"{1000 * statistics.median(ticket_times):.1f} | {speedup:.3f} [{q1:.3f}, {q3:.3f}] | {speedup / mac_ratio:.1%} |"
         )
         print(lines[-1])
     lines.append("")

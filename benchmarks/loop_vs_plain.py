@@ -18,7 +18,7 @@ Contenders, each training its own copy of the same initial model for one epoch p
 
 Each contender's time is the wall clock of one whole epoch call, device synchronized at both ends (so ours
 includes ``train``'s own set-up, the plain loop its worker start-up, as a new epoch pays them). The contenders
-run interleaved, the order rotated every repeat, after one warm-up epoch each; reported are images/s (median
+run interleaved, the order shuffled every repeat, after one warm-up epoch each; reported are images/s (median
 and IQR over repeats), the ratio ours/plain (median epoch time of plain / median of ours), and the median and
 IQR of the per-repeat paired ratios (plain / ours time of the same repeat). A second, quick table times the data
 pipelines alone (the same batches delivered on the device, no model), since on a CPU the network's compute
@@ -34,6 +34,7 @@ import argparse
 import copy
 import dataclasses
 import os
+import random
 import shlex
 import statistics
 import sys
@@ -123,15 +124,25 @@ class Contender:
         return time.perf_counter() - start
 
 
+def repeat_order(n: int, repeat: int) -> list[int]:
+    """The contenders' order in one repeat: a shuffle seeded by the repeat, the same in every run.
+
+    Not a rotation: rotating keeps the cyclic order, so every contender would always run right after the
+    same one, and a carry-over (a DataLoader's workers just torn down, caches just filled by a bigger model)
+    would bias it. Shuffles spread both the position and the predecessor.
+    """
+    order = list(range(n))
+    random.Random(repeat).shuffle(order)
+    return order
+
+
 def interleave(contenders: list[Contender], repeats: int) -> None:
-    """One untimed warm-up epoch each, then ``repeats`` timed epochs each, interleaved and order-rotated."""
+    """One untimed warm-up epoch each, then ``repeats`` timed epochs each, interleaved in shuffled order."""
     for contender in contenders:
         contender.epoch()
-    n = len(contenders)
     for r in range(repeats):
-        for i in range(n):  # rotated so that no contender always runs right after the same one
-            contender = contenders[(r + i) % n]
-            contender.seconds.append(contender.epoch())
+        for i in repeat_order(len(contenders), r):
+            contenders[i].seconds.append(contenders[i].epoch())
 
 
 def main() -> None:
@@ -216,7 +227,7 @@ def main() -> None:
         "",
         f"Measured with `{command}` on {machine_line(str(device))}.",
         f"{args.model} option B, {args.samples} synthetic CIFAR-shaped uint8 images, batch {args.batch_size}, one epoch per",
-        f"repeat, {args.repeats} repeats interleaved (order rotated) after one warm-up epoch each. ours = `train` on a",
+        f"repeat, {args.repeats} repeats interleaved (order shuffled per repeat) after one warm-up epoch each. ours = `train` on a",
         f"`DeviceLoader` (on-device batched pad + crop + flip, {ours_precision}); plain = per-sample `transforms.v2`",
         "(RandomCrop 32 pad 4, RandomHorizontalFlip, ToDtype scale, Normalize) in a `DataLoader`, float32, `loss.item()`",
         "every step. Same model init, SGD (lr, momentum, Nesterov, weight decay). Time = wall clock of the whole epoch",

@@ -10,7 +10,7 @@ on CUDA also its bfloat16 autocast and channels-last layout). The very same step
 network and every ticket, so only the network differs.
 
 Per network, the dense model and its tickets are timed in chunks of ``--steps`` steps, interleaved: every
-repeat runs one chunk of each contender, in an order rotated from repeat to repeat, so that drifting load on a
+repeat runs one chunk of each contender, in an order shuffled from repeat to repeat, so that drifting load on a
 shared machine hits them all alike. Chunks start after warm-up and the device is synchronized before every
 clock read. Reported: the median over repeats with its IQR, the measured training speedup (median dense time /
 median ticket time) against the theoretical one (dense MACs / ticket MACs), efficiency = measured / theoretical,
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import random
 import shlex
 import statistics
 import sys
@@ -112,17 +113,26 @@ class Contender:
         return time.perf_counter() - start
 
 
+def repeat_order(n: int, repeat: int) -> list[int]:
+    """The contenders' order in one repeat: a shuffle seeded by the repeat, the same in every run.
+
+    Not a rotation: rotating keeps the cyclic order, so every contender would always run right after the
+    same one, and a carry-over (a DataLoader's workers just torn down, caches just filled by a bigger model)
+    would bias it. Shuffles spread both the position and the predecessor.
+    """
+    order = list(range(n))
+    random.Random(repeat).shuffle(order)
+    return order
+
+
 def measure(contenders: list[Contender], steps: int, repeats: int, warmup: int) -> None:
-    """Fill every contender's ``seconds`` with ``repeats`` chunk times, interleaved and order-rotated."""
+    """Fill every contender's ``seconds`` with ``repeats`` chunk times, interleaved in shuffled order."""
     for contender in contenders:  # warm-up: allocator, oneDNN/cuDNN algorithm choice, optimizer state
         for _ in range(warmup):
             contender.chunk(steps)
-    n = len(contenders)
     for r in range(repeats):
-        # Rotate who goes first so that no contender always follows the same one (caches, clocks, load).
-        for i in range(n):
-            contender = contenders[(r + i) % n]
-            contender.seconds.append(contender.chunk(steps))
+        for i in repeat_order(len(contenders), r):
+            contenders[i].seconds.append(contenders[i].chunk(steps))
 
 
 def main() -> None:
@@ -197,7 +207,7 @@ def main() -> None:
         f"Option B networks, {precision}, batch {args.batch_size}, synthetic CIFAR-shaped data through `DeviceLoader`",
         "(on-device pad 4 + crop + flip). A step = batch + forward + backward + SGD step (Nesterov, weight decay), the",
         f"same function for every model. Per network the dense model and its tickets run interleaved: {args.repeats} repeats,",
-        f"each one timed chunk of {args.steps} steps per model (order rotated), after {args.warmup} warm-up chunk(s).",
+        f"each one timed chunk of {args.steps} steps per model (order shuffled per repeat), after {args.warmup} warm-up chunk(s).",
         "Tickets remove the p blocks nearest the input (first) or the output (last) among the removable ones (the first",
         "block of each stage is kept, as in the paper): the same MACs either way, not the same time.",
         "Medians over repeats, [Q1, Q3] IQRs; measured speedup = median dense time / median ticket time; paired ratios =",

@@ -6,6 +6,7 @@ Mistakes the user can fix print one line and exit with status 2; nothing is left
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -379,8 +380,8 @@ def presets(as_json: bool = JsonOpt) -> None:
     rows = []
     for name in list_presets():
         lines = (PRESETS_DIR / f"{name}.yaml").read_text().splitlines()
-        comment = [line.lstrip("# ").strip() for line in lines[: next(i for i, l in enumerate(lines + [""]) if not l.startswith("#"))]]
-        rows.append({"name": name, "description": " ".join(comment)})
+        header = itertools.takewhile(lambda line: line.startswith("#"), lines)  # the leading comment
+        rows.append({"name": name, "description": " ".join(line.lstrip("# ").strip() for line in header)})
     if as_json:
         return _emit_json(rows)
     table = Table(title="Presets")
