@@ -471,10 +471,11 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
     from layerlottery.config import dump_settings, to_dict
     from layerlottery.experiments.runs import RunDir
     from layerlottery.io import atomic_write_text
-    from layerlottery.experiments.tickets import plan_runs, run_experiment
+    from layerlottery.experiments.tickets import check_feasible, plan_runs, run_experiment
     from layerlottery.reports import summarize, to_markdown, to_rich
 
     specs = plan_runs(settings)
+    _run(lambda: check_feasible(settings))
     if dry_run:
         if as_json:
             runs = [{"label": spec.label, "dir": str(RunDir(settings.runs_dir, spec).path)} for spec in specs]

@@ -19,7 +19,9 @@ from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
-from layerlottery.surgery import RemovalPlan, parse_protect, remove_blocks
+from layerlottery.errors import PruningError
+from layerlottery.models.blocks import find_blocks
+from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks
 from layerlottery.training import resolve_device, train
 from layerlottery.training.emissions import EmissionsRecorder
 
@@ -57,9 +59,25 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
     return specs
 
 
+def check_feasible(settings: ExperimentSettings) -> None:
+    """Refuse, before any training, a p that the network's blocks and the selection rules cannot give."""
+    pruning = settings.pruning
+    model = create_model(
+        settings.model.name, shortcut=settings.model.shortcut, zero_init_residual=settings.model.zero_init_residual
+    )
+    # Removability is structural, so the model's default input size tells it for any input size.
+    limit = max_removable(find_blocks(model), parse_protect(pruning.protect), pruning.min_per_stage)
+    if max(pruning.p) > limit:
+        raise PruningError(
+            f"pruning.p asks for {max(pruning.p)} blocks but {settings.model.name} allows at most {limit} "
+            f"(protect={pruning.protect}, min_per_stage={pruning.min_per_stage})"
+        )
+
+
 def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:
     """Run (or resume, or just read) every run of the experiment and return their results."""
     settings.validate()
+    check_feasible(settings)
     specs = plan_runs(settings)
     source: DataSource | None = None  # loaded on first need: a finished experiment reads no data
     results, trained = [], 0

@@ -123,6 +123,9 @@ def test_run_command_prints_the_table_and_rejects_bad_settings(tmp_path):
     assert again.exit_code == 0 and "nothing trained" in again.output
     bad = runner.invoke(app, ["run", "defaults", "train.lr=-1"])
     assert bad.exit_code == 2 and "train.lr must be > 0" in bad.output and "Traceback" not in bad.output
+    too_many = runner.invoke(app, ["run", "defaults", *TINY, "pruning.p=[1,4]", f"runs_dir={tmp_path / 'more'}"])
+    assert too_many.exit_code == 2 and "pruning.p asks for 4 blocks but test_resnet allows at most 3" in too_many.output
+    assert not (tmp_path / "more").exists()  # refused before any work
     dry = runner.invoke(app, ["pai", "--model", "cifar_resnet20", "--criteria", "grasp", "-p", "1,2", "--seeds", "0,1", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output
     assert len(json.loads(dry.stdout)["runs"]) == 6
