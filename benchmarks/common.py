@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -28,3 +30,23 @@ def write_result(name: str, text: str) -> Path:
     path.write_text(text)
     print(f"wrote {path}")
     return path
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work so that the next clock read includes it (no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(Q1, median, Q3); the inclusive method, because repeats are few."""
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def load_average() -> str:
+    """The 1-minute load average with the core count, e.g. ``4.2 on 2 cores``: how shared the machine was."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except (AttributeError, OSError):  # not on every platform
+        return "unknown"

@@ -17,14 +17,9 @@ import time
 import torch
 
 import layerlottery as ll
-from common import machine_line, write_result
+from common import machine_line, sync, write_result
 
 SETTINGS = [("cifar_resnet32", 1), ("cifar_resnet32", 3), ("cifar_resnet32", 5), ("cifar_resnet56", 5), ("cifar_resnet56", 12)]
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def time_forward(models: list[torch.nn.Module], x: torch.Tensor, repeats: int, device: str) -> list[list[float]]:
@@ -36,10 +31,10 @@ def time_forward(models: list[torch.nn.Module], x: torch.Tensor, repeats: int, d
                 model(x)
         for _ in range(repeats):
             for i, model in enumerate(models):
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 model(x)
-                _sync(device)
+                sync(device)
                 times[i].append(time.perf_counter() - start)
     return times
 

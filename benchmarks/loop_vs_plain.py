@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import random
 import shlex
 import statistics
@@ -48,30 +47,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import layerlottery as ll
-from common import machine_line, write_result
+from common import load_average, machine_line, quartiles, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, ImageDataset, get_dataset
 from layerlottery.training import train
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so that the next clock read includes it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """(Q1, median, Q3); the inclusive method, because repeats are few."""
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
-
-
-def load_average() -> str:
-    """The 1-minute load average with the core count, e.g. ``4.2 on 2 cores``: how shared the machine was."""
-    try:
-        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    except (AttributeError, OSError):  # not on every platform
-        return "unknown"
 
 
 class PlainImages(Dataset):

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import random
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layerlottery as ll
-from common import machine_line, write_result
+from common import load_average, machine_line, quartiles, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import build_optimizer
@@ -46,26 +44,6 @@ from layerlottery.training import build_optimizer
 # Which end of the network a ticket's blocks are taken from: the score of block i is sign * i, lowest removed first.
 ORDERS = {"first": 1, "last": -1}
 P_VALUES = {"cifar_resnet32": (1, 3, 5), "cifar_resnet56": (5, 12), "cifar_resnet20": (1, 2), "cifar_resnet44": (3, 7)}
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so that the next clock read includes it (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """(Q1, median, Q3); the inclusive method, because repeats are few."""
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
-
-
-def load_average() -> str:
-    """The 1-minute load average with the core count, e.g. ``4.2 on 2 cores``: how shared the machine was."""
-    try:
-        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-    except (AttributeError, OSError):  # not on every platform
-        return "unknown"
 
 
 def batches(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,7 +1,6 @@
 """MAC accounting against the paper's numbers (its framework counts conv + linear multiply-accumulates)."""
 
 import pytest
-import torch
 from torch import nn
 
 import layerlottery as ll
