@@ -17,7 +17,7 @@ import time
 import torch
 
 import layerlottery as ll
-from common import machine_line, sync, write_result
+from common import load_average, machine_line, sync, write_result
 
 SETTINGS = [("cifar_resnet32", 1), ("cifar_resnet32", 3), ("cifar_resnet32", 5), ("cifar_resnet56", 5), ("cifar_resnet56", 12)]
 
@@ -58,7 +58,7 @@ def main() -> None:
         "",
         f"Measured with `python benchmarks/inference_speed.py --device {args.device} --batch-size {args.batch_size} "
         f"--repeats {args.repeats} --threads {args.threads}` on {machine_line(args.device)}.",
-        "The machine was shared with a CPU training run; dense and tickets are interleaved so their ratio holds.",
+        f"1-minute load average at the end: {load_average()} (dense and tickets interleaved, so their ratio holds on a shared machine).",
         "Option B networks, eval mode, float32, median of the repeats and of the paired ratios (dense and ticket interleaved); blocks chosen by",
         "their order (all removable blocks cost the same MACs, so which ones go does not change the MAC count).",
         "",
