@@ -154,3 +154,35 @@ def test_image_folder_experiment(tmp_path):
     assert result.runs[0]["macs"] == ll.count_macs(ll.create_model("test_resnet", num_classes=3, image_size=16, shortcut="B"))
     with pytest.raises(ll.ConfigError, match="data.name=folder needs data.data_dir"):
         tiny_settings(tmp_path, "data.name=folder", "data.options={}")
+
+
+def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    """A real kill -9 of the command line in the middle of training, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    extra = ["train.epochs=40", "seeds=[0]", "pruning.criteria=[grasp]", "pruning.p=[1]", "-q"]
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    command = [sys.executable, "-m", "layerlottery.cli", "run", "defaults", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*command, *extra, f"runs_dir={clean_dir}"], check=True, capture_output=True, env=env, timeout=600)
+
+    victim = subprocess.Popen([*command, *extra, f"runs_dir={killed_dir}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not list(killed_dir.glob("dense-*/checkpoints/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    [checkpoint] = killed_dir.glob("dense-*/checkpoints/last.pt")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] < 40  # killed in the middle of the run
+    assert not list(killed_dir.glob("*/result.json"))
+
+    subprocess.run([*command, *extra, f"runs_dir={killed_dir}"], check=True, capture_output=True, env=env, timeout=600)
+    timing = {"train_seconds", "images_per_second", "peak_memory_bytes", "compile_seconds"}
+    for clean_result in clean_dir.glob("*/result.json"):
+        resumed = json.loads((killed_dir / clean_result.parent.name / "result.json").read_text())
+        clean = json.loads(clean_result.read_text())
+        assert {k: v for k, v in clean.items() if k not in timing} == {k: v for k, v in resumed.items() if k not in timing}
