@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import random
 import statistics
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def load_average() -> str:
         return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     except (AttributeError, OSError):  # not on every platform
         return "unknown"
+
+
+def repeat_order(n: int, repeat: int) -> list[int]:
+    """The contenders' order in one repeat: a shuffle seeded by the repeat, the same in every run.
+
+    Not a rotation: rotating keeps the cyclic order, so every contender would always run right after the
+    same one, and a carry-over (a DataLoader's workers just torn down, caches just filled by a bigger model)
+    would bias it. Shuffles spread both the position and the predecessor.
+    """
+    order = list(range(n))
+    random.Random(repeat).shuffle(order)
+    return order

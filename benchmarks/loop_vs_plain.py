@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import random
 import shlex
 import statistics
 import sys
@@ -47,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import layerlottery as ll
-from common import load_average, machine_line, quartiles, sync, write_result
+from common import load_average, machine_line, quartiles, repeat_order, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, ImageDataset, get_dataset
 from layerlottery.training import train
@@ -101,18 +100,6 @@ class Contender:
         self.run()
         sync(self.device)
         return time.perf_counter() - start
-
-
-def repeat_order(n: int, repeat: int) -> list[int]:
-    """The contenders' order in one repeat: a shuffle seeded by the repeat, the same in every run.
-
-    Not a rotation: rotating keeps the cyclic order, so every contender would always run right after the
-    same one, and a carry-over (a DataLoader's workers just torn down, caches just filled by a bigger model)
-    would bias it. Shuffles spread both the position and the predecessor.
-    """
-    order = list(range(n))
-    random.Random(repeat).shuffle(order)
-    return order
 
 
 def interleave(contenders: list[Contender], repeats: int) -> None:

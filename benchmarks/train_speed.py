@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import random
 import shlex
 import sys
 import time
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layerlottery as ll
-from common import load_average, machine_line, quartiles, sync, write_result
+from common import load_average, machine_line, quartiles, repeat_order, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import build_optimizer
@@ -89,18 +88,6 @@ class Contender:
             self.step()
         sync(self.device)
         return time.perf_counter() - start
-
-
-def repeat_order(n: int, repeat: int) -> list[int]:
-    """The contenders' order in one repeat: a shuffle seeded by the repeat, the same in every run.
-
-    Not a rotation: rotating keeps the cyclic order, so every contender would always run right after the
-    same one, and a carry-over (a DataLoader's workers just torn down, caches just filled by a bigger model)
-    would bias it. Shuffles spread both the position and the predecessor.
-    """
-    order = list(range(n))
-    random.Random(repeat).shuffle(order)
-    return order
 
 
 def measure(contenders: list[Contender], steps: int, repeats: int, warmup: int) -> None:
