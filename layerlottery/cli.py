@@ -499,6 +499,42 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
     out.print(f"Table saved to {report}", highlight=False)
 
 
+@app.command()
+def report(
+    runs_dir: Path = typer.Argument(Path("runs"), help="A runs directory (default: ./runs)."),
+    xi: float = typer.Option(0.0, "--xi", help="Winning margin in accuracy points: a ticket wins when acc + xi >= dense."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Tables from finished runs, without training: one per experiment found in RUNS_DIR.
+
+    Runs trained the same way (network, data, training) form one experiment; each ticket is compared
+    with the dense run of its seed.
+
+    Examples:
+      layerlottery report runs
+      layerlottery report runs --xi 0.2 --json
+    """
+    from dataclasses import asdict
+
+    from layerlottery.reports import collect_runs, summarize, to_rich
+
+    groups = _run(lambda: collect_runs(runs_dir))
+    tables = {}
+    for name, results in groups.items():
+        if not any(r["kind"] == "dense" for r in results):
+            err.print(f"{name}: no finished dense run yet, skipped", highlight=False, soft_wrap=True)
+            continue
+        tables[name] = summarize(results, xi)
+    if as_json:
+        return _emit_json({name: {"dense": asdict(d), "tickets": [asdict(r) for r in rows]} for name, (d, rows) in tables.items()})
+    if not tables:
+        _fail(f"no finished experiment (dense run + tickets) in {runs_dir}")
+    for name, (dense, rows) in tables.items():
+        table, dense_line = to_rich(dense, rows, xi, title=name)
+        out.print(table)
+        out.print(dense_line, highlight=False)
+
+
 def main() -> None:
     """Entry point of the ``layerlottery`` console script."""
     app()

@@ -186,3 +186,16 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(tmp_path):
         resumed = json.loads((killed_dir / clean_result.parent.name / "result.json").read_text())
         clean = json.loads(clean_result.read_text())
         assert {k: v for k, v in clean.items() if k not in timing} == {k: v for k, v in resumed.items() if k not in timing}
+
+
+def test_report_reads_finished_runs_without_training(tmp_path):
+    run_experiment(tiny_settings(tmp_path, "seeds=[0]", "pruning.p=[1]"), progress=False, log=lambda _: None)
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--json"])
+    assert result.exit_code == 0, result.output
+    [(name, table)] = json.loads(result.stdout).items()
+    assert name.startswith("test_resnet on synthetic, 2 epochs")
+    assert [(row["criterion"], row["p"]) for row in table["tickets"]] == [("grasp", 1), ("snip", 1)]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
