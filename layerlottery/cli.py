@@ -336,7 +336,7 @@ def prune(
 
 
 def _save_ticket(ticket: Any, summary: dict[str, Any], out_dir: Path, overwrite: bool) -> None:
-    from layerlottery.io import atomic_directory
+    from layerlottery.atomic import atomic_directory
     from layerlottery.surgery import export_program, save_pruned
 
     pruned = ticket.pruned.to("cpu")
@@ -470,7 +470,7 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
 
     from layerlottery.config import dump_settings, to_dict
     from layerlottery.experiments.runs import RunDir
-    from layerlottery.io import atomic_write_text
+    from layerlottery.atomic import atomic_write_text
     from layerlottery.experiments.tickets import check_feasible, plan_runs, run_experiment
     from layerlottery.reports import summarize, to_markdown, to_rich
 

@@ -29,7 +29,7 @@ import torch
 
 from layerlottery.config import DataSettings, ModelSettings, TrainSettings, hashed_dict, settings_hash, to_dict
 from layerlottery.errors import DataError
-from layerlottery.io import atomic_write_text
+from layerlottery.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

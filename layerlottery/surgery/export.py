@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from layerlottery.errors import ConfigError, DataError
-from layerlottery.io import atomic_write
+from layerlottery.atomic import atomic_write
 from layerlottery.metrics.macs import example_input, inference_mode_of, resolve_input_shape
 from layerlottery.surgery.apply import remove_blocks
 from layerlottery.surgery.plan import RemovalPlan

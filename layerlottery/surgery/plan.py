@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layerlottery.errors import ConfigError
-from layerlottery.io import atomic_write_text
+from layerlottery.atomic import atomic_write_text
 
 PLAN_FORMAT_VERSION = 1
 

@@ -3,7 +3,7 @@
 A training checkpoint (``last.pt``) is a dict of tensors and plain data (see :data:`CHECKPOINT_KEYS`),
 stamped with :data:`CHECKPOINT_FORMAT` and a fingerprint of the model architecture. A rewind snapshot
 (``epoch_{i:03d}.pt``) holds one state dict, stamped with :data:`SNAPSHOT_FORMAT`. Both are only ever
-written through :func:`layerlottery.io.atomic_write`, so a file at its final path is complete; a file that
+written through :func:`layerlottery.atomic.atomic_write`, so a file at its final path is complete; a file that
 still cannot be read (disk trouble, a stray file, another model's checkpoint) raises
 :class:`CheckpointError` naming the file. It is never silently ignored, since starting over from scratch
 would quietly throw away days of GPU time, or worse, mix two runs.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from layerlottery.errors import DataError
-from layerlottery.io import atomic_write
+from layerlottery.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "layerlottery.train_checkpoint/1"
 SNAPSHOT_FORMAT = "layerlottery.snapshot/1"
