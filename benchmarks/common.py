@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -63,3 +64,24 @@ def repeat_order(n: int, repeat: int) -> list[int]:
     order = list(range(n))
     random.Random(repeat).shuffle(order)
     return order
+
+
+def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads`` and ``--note``, the same in every benchmark."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on the CPU, torch's default on CUDA). One thread because on a small "
+        "shared machine two OpenMP threads stall whenever a core is taken by another job (steps 10x slower at times)",
+    )
+    parser.add_argument("--note", default="", help="a sentence for the results file, e.g. what else ran on the machine")
+
+
+def apply_threads(args: argparse.Namespace) -> torch.device:
+    """Set torch's CPU threads as ``--threads`` asks (1 on the CPU by default); returns the device."""
+    device = torch.device(args.device)
+    if args.threads is not None or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
+    return device

@@ -17,7 +17,7 @@ import time
 import torch
 
 import layerlottery as ll
-from common import load_average, machine_line, sync, write_result
+from common import add_machine_arguments, apply_threads, load_average, machine_line, sync, write_result
 
 SETTINGS = [("cifar_resnet32", 1), ("cifar_resnet32", 3), ("cifar_resnet32", 5), ("cifar_resnet56", 5), ("cifar_resnet56", 12)]
 
@@ -41,24 +41,20 @@ def time_forward(models: list[torch.nn.Module], x: torch.Tensor, repeats: int, d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_machine_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads; one by default because two OpenMP threads stall on a shared 2-core machine",
-    )
     args = parser.parse_args()
-    if args.device == "cpu":
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, 32, 32, device=args.device)
     lines = [
         "# Inference time: tickets vs dense",
         "",
         f"Measured with `python benchmarks/inference_speed.py --device {args.device} --batch-size {args.batch_size} "
-        f"--repeats {args.repeats} --threads {args.threads}` on {machine_line(args.device)}.",
-        f"1-minute load average at the end: {load_average()} (dense and tickets interleaved, so their ratio holds on a shared machine).",
+        f"--repeats {args.repeats} --threads {torch.get_num_threads()}` on {machine_line(args.device)}.",
+        f"1-minute load average at the start: {load_average()} (dense and tickets interleaved, so their ratio holds on a shared machine).",
+        *([args.note] if args.note else []),
         "Option B networks, eval mode, float32, median of the repeats and of the paired ratios (dense and ticket interleaved); blocks chosen by",
         "their order (all removable blocks cost the same MACs, so which ones go does not change the MAC count).",
         "",

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 import layerlottery as ll
-from common import load_average, machine_line, quartiles, repeat_order, sync, write_result
+from common import add_machine_arguments, apply_threads, load_average, machine_line, quartiles, repeat_order, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, ImageDataset, get_dataset
 from layerlottery.training import train
@@ -113,25 +113,15 @@ def interleave(contenders: list[Contender], repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_machine_arguments(parser)
     parser.add_argument("--model", default="cifar_resnet20")
     parser.add_argument("--samples", type=int, default=1024, help="synthetic CIFAR-shaped training images (one epoch)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7, help="timed epochs per contender")
     parser.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader num_workers of the plain loop(s)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads of the main process (default: 1 on the CPU, torch's default on CUDA); one thread "
-        "because on a small shared machine two OpenMP threads stall whenever a core is taken by another job",
-    )
     parser.add_argument("--fp32", action="store_true", help="train ours without bf16 autocast and channels-last (CUDA)")
-    parser.add_argument("--note", default="", help="a sentence for the results file, e.g. what else ran on the machine")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.threads is not None or device.type == "cpu":
-        torch.set_num_threads(args.threads or 1)
+    device = apply_threads(args)
     torch.manual_seed(0)
 
     data: ImageDataset = get_dataset("synthetic", num_samples=args.samples, image_size=32, channels=3)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layerlottery as ll
-from common import load_average, machine_line, quartiles, repeat_order, sync, write_result
+from common import add_machine_arguments, apply_threads, load_average, machine_line, quartiles, repeat_order, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import build_optimizer
@@ -102,7 +102,7 @@ def measure(contenders: list[Contender], steps: int, repeats: int, warmup: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
+    add_machine_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4, help="SGD steps per timed chunk")
     parser.add_argument("--repeats", type=int, default=9, help="timed chunks per contender")
@@ -110,18 +110,8 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=["cifar_resnet32", "cifar_resnet56"], choices=sorted(P_VALUES))
     parser.add_argument("--orders", nargs="+", default=["first", "last"], choices=sorted(ORDERS), help="which blocks go")
     parser.add_argument("--samples", type=int, default=1024, help="synthetic CIFAR-shaped training images")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 on the CPU, torch's default on CUDA). One thread because on a small "
-        "shared machine two OpenMP threads stall whenever a core is taken by another job (steps 10x slower at times)",
-    )
-    parser.add_argument("--note", default="", help="a sentence for the results file, e.g. what else ran on the machine")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if args.threads is not None or device.type == "cpu":
-        torch.set_num_threads(args.threads or 1)
+    device = apply_threads(args)
     torch.manual_seed(0)
 
     settings = dataclasses.replace(TrainSettings(), epochs=1, batch_size=args.batch_size, device=str(device))

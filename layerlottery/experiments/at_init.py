@@ -46,6 +46,20 @@ def model_options_for(dataset: Any, **options: Any) -> dict[str, Any]:
     return {**fitted, **options}
 
 
+def initial_model(
+    name: str, options: Mapping[str, Any], seed: int, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """theta_0: the network ``name`` initialized from ``seed`` alone.
+
+    The one definition of a run's initialization, so the dense network and every ticket of a seed start
+    from the same weights. torch's generator is forked, so the caller's random stream is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(name, **options)
+    return model.to(device)
+
+
 def scoring_data(
     dataset: ImageDataset | None,
     criterion: str,
@@ -89,12 +103,11 @@ def ticket_at_init(
     ``dataset``. The ``random`` criterion takes its seed from ``seed`` unless ``criterion_options`` sets one.
     """
     options = model_options_for(dataset, **(model_options or {}))
-    get_criterion(criterion).resolve_options(dict(criterion_options or {}))  # fail before building anything
-    torch.manual_seed(seed)
-    dense = create_model(model, **options).to(device)
+    spec = get_criterion(criterion)
+    spec.resolve_options(dict(criterion_options or {}))  # fail before building anything
+    dense = initial_model(model, options, seed, device)
     blocks = find_blocks(dense)
     extra = dict(criterion_options or {})
-    spec = get_criterion(criterion)
     # Criteria that draw randomly or sample per class follow the run's settings unless told otherwise.
     if "seed" in spec.options:
         extra.setdefault("seed", seed)

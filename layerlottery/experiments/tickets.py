@@ -14,12 +14,12 @@ import torch
 
 from layerlottery.config import ExperimentSettings
 from layerlottery.criteria import get_criterion
-from layerlottery.experiments.at_init import model_options_for, ticket_at_init
+from layerlottery.errors import PruningError
+from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_at_init
 from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
-from layerlottery.errors import PruningError
 from layerlottery.models.blocks import find_blocks
 from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks
 from layerlottery.training import resolve_device, train
@@ -145,12 +145,10 @@ def _initial_model(
         source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual
     )
     if spec.ticket is None:
-        torch.manual_seed(spec.seed)
-        return create_model(spec.model.name, **options).to(device), None
+        return initial_model(spec.model.name, options, spec.seed, device), None
     if run_dir.plan_file.is_file():  # resuming: the same theta_0, the same blocks, no rescoring
         plan = RemovalPlan.load(run_dir.plan_file)
-        torch.manual_seed(spec.seed)
-        return remove_blocks(create_model(spec.model.name, **options), plan).to(device), plan
+        return remove_blocks(initial_model(spec.model.name, options, spec.seed, device), plan), plan
     ticket = spec.ticket
     needs_data = get_criterion(ticket.criterion).needs_data
     found = ticket_at_init(

@@ -19,9 +19,9 @@ def remove_blocks(model: nn.Module, plan: RemovalPlan | Iterable[str]) -> nn.Mod
     names (``layer1.0, layer1.2, ...``) and weights, so the pruned ``state_dict`` is a subset of the dense
     one. Nothing is left in place of a removed block: no mask, no ``Identity``, no extra call.
     """
-    names = list(plan.removed if isinstance(plan, RemovalPlan) else plan)
     if isinstance(plan, str):
         raise PruningError("pass block names as a list, e.g. ['layer1.2'], not a single string")
+    names = list(plan.removed if isinstance(plan, RemovalPlan) else plan)
     if len(set(names)) != len(names):
         raise PruningError(f"a block is listed twice in {names}")
     if not names:

@@ -199,3 +199,18 @@ def test_report_reads_finished_runs_without_training(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_ticket_keeps_the_theta0_of_the_dense_network_of_its_seed():
+    from layerlottery.experiments.at_init import initial_model, ticket_at_init
+
+    options = {"image_size": 8, "num_classes": 4}
+    rng = torch.get_rng_state()
+    dense = initial_model("test_resnet", options, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's random stream is untouched
+    ticket = ticket_at_init("test_resnet", "magnitude", p=2, seed=3, model_options=options)
+    kept = ticket.pruned.state_dict()
+    assert set(kept) < set(dense.state_dict()) and len(ticket.plan.removed) == 2
+    assert all(torch.equal(value, dense.state_dict()[key]) for key, value in kept.items())
+    other = initial_model("test_resnet", options, seed=4)
+    assert not torch.equal(other.conv1.weight, dense.conv1.weight)
