@@ -83,18 +83,6 @@ def _parse_options(pairs: Optional[list[str]]) -> dict[str, Any]:
     return parsed
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked for, but PyTorch sees no CUDA device; use --device cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
-    return device
-
-
 def _model_options(**options: Any) -> dict[str, Any]:
     """The model options the user set; unset ones (None) keep the model's defaults."""
     return {key: value for key, value in options.items() if value is not None}
@@ -210,7 +198,9 @@ def _find_ticket(
     criterion_options = _parse_options(option)
     spec = get_criterion(criterion)
     spec.resolve_options(criterion_options)  # a typo in -o fails before any data is loaded
-    resolved_device = _resolve_device(device)
+    from layerlottery.devices import resolve_device
+
+    resolved_device = resolve_device(device, "--device")
     dataset = None
     if data is not None or spec.needs_data:
         name = data or "cifar10"

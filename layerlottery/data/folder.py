@@ -33,8 +33,8 @@ from layerlottery.data.loader import (
     check_int,
     epoch_seed,
     normalize,
-    resolve_device,
 )
+from layerlottery.devices import resolve_device
 from layerlottery.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

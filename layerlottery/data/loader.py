@@ -18,6 +18,7 @@ import torch
 
 from layerlottery.data.augment import random_crop_flip
 from layerlottery.data.dataset import ImageDataset
+from layerlottery.devices import resolve_device
 from layerlottery.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -174,19 +175,3 @@ def check_int(name: str, value: object, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse ``device``, refusing CUDA on a machine without it (one line, instead of a deep traceback)."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    return resolved

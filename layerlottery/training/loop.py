@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerlottery.config import TrainSettings
+from layerlottery.devices import resolve_device as _resolve_device
 from layerlottery.errors import ConfigError, DataError, LayerLotteryError
 from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
 from layerlottery.training.checkpoint import checkpoint_path, load_checkpoint, model_fingerprint
@@ -94,24 +95,8 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not name.startswith("cuda"):
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {name!r}")
-    if not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name} but no CUDA device is available; set train.device=cpu or auto")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, not {name!r}") from None
-    index = torch.cuda.current_device() if device.index is None else device.index
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ConfigError(f"train.device is {name} but only {count} CUDA device(s) exist; pick cuda:0..cuda:{count - 1}")
-    return torch.device("cuda", index)
+    """The device of ``train.device``: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    return _resolve_device(name, "train.device")
 
 
 @torch.no_grad()

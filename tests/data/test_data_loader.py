@@ -208,7 +208,7 @@ def test_not_a_dataset_and_empty_dataset() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_cuda_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="CUDA is not available"):
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
         DeviceLoader(indexed(10), 4, shuffle=True, device="cuda")
 
 
