@@ -11,6 +11,7 @@ branch to zero, because the block then computes ``relu(x)`` of an input that is 
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence, overload
 
@@ -63,28 +64,35 @@ register_block_kind(
 )
 
 
-def _register_torchvision_kinds() -> None:
-    from torchvision.models import resnet as tv
+def _torchvision_block(class_name: str) -> Callable[[nn.Module], bool]:
+    """Matcher for a torchvision ResNet block class, without importing torchvision (about a second).
 
-    register_block_kind(
-        BlockKind(
-            name="torchvision_basic",
-            matches=lambda m: isinstance(m, tv.BasicBlock),
-            branch_end=lambda m: m.bn2,
-            has_identity_shortcut=lambda m: m.downsample is None,
-        )
+    A model can only hold torchvision blocks if torchvision's resnet module is already loaded.
+    """
+
+    def matches(module: nn.Module) -> bool:
+        resnet = sys.modules.get("torchvision.models.resnet")
+        return resnet is not None and isinstance(module, getattr(resnet, class_name))
+
+    return matches
+
+
+register_block_kind(
+    BlockKind(
+        name="torchvision_basic",
+        matches=_torchvision_block("BasicBlock"),
+        branch_end=lambda m: m.bn2,
+        has_identity_shortcut=lambda m: m.downsample is None,
     )
-    register_block_kind(
-        BlockKind(
-            name="torchvision_bottleneck",
-            matches=lambda m: isinstance(m, tv.Bottleneck),
-            branch_end=lambda m: m.bn3,
-            has_identity_shortcut=lambda m: m.downsample is None,
-        )
+)
+register_block_kind(
+    BlockKind(
+        name="torchvision_bottleneck",
+        matches=_torchvision_block("Bottleneck"),
+        branch_end=lambda m: m.bn3,
+        has_identity_shortcut=lambda m: m.downsample is None,
     )
-
-
-_register_torchvision_kinds()
+)
 
 
 @dataclass(frozen=True)
