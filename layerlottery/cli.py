@@ -465,8 +465,8 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
     from layerlottery.reports import summarize, to_markdown, to_rich
 
     specs = plan_runs(settings)
-    _run(lambda: check_feasible(settings))
     if dry_run:
+        _run(lambda: check_feasible(settings))  # run_experiment checks this itself otherwise
         if as_json:
             runs = [{"label": spec.label, "dir": str(RunDir(settings.runs_dir, spec).path)} for spec in specs]
             return _emit_json({"settings": to_dict(settings), "runs": runs})
