@@ -297,9 +297,9 @@ def prune(
       layerlottery prune cifar_resnet20 -c synflow -p 2 --protect none --min-per-stage 1 --out t20 --json
     """
     from layerlottery.surgery.select import parse_protect
+    from layerlottery.surgery.ticket_folder import TICKET_FILES, check_ticket_destination, save_ticket_folder
 
-    if out_dir.exists() and not overwrite:
-        _fail(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    _run(lambda: check_ticket_destination(out_dir, overwrite))  # before any scoring: nothing to lose
     target = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
     if all(value is None for value in target.values()):
         _fail("say how much to remove: -p N, --fraction F or --mac-reduction F")
@@ -316,25 +316,12 @@ def prune(
         "split": split,
         "samples_per_class": samples_per_class,
         "plan": ticket.plan.to_dict(),
-        "files": {"plan": "plan.json", "layerlottery": "pruned.pt", "pytorch": "pruned.pt2"},
     }
     with err.status(f"Saving to {out_dir}..."):
-        _run(lambda: _save_ticket(ticket, summary, out_dir, overwrite))
+        _run(lambda: save_ticket_folder(ticket.pruned.to("cpu"), ticket.plan, summary, out_dir, overwrite))
     if as_json:
-        return _emit_json({**summary, "out": str(out_dir)})
+        return _emit_json({**summary, "out": str(out_dir), "files": list(TICKET_FILES)})
     _print_ticket(ticket, out_dir)
-
-
-def _save_ticket(ticket: Any, summary: dict[str, Any], out_dir: Path, overwrite: bool) -> None:
-    from layerlottery.atomic import atomic_directory
-    from layerlottery.surgery import export_program, save_pruned
-
-    pruned = ticket.pruned.to("cpu")
-    with atomic_directory(out_dir, overwrite=overwrite) as staging:
-        ticket.plan.save(staging / "plan.json")
-        save_pruned(pruned, ticket.plan, staging / "pruned.pt")
-        export_program(pruned, staging / "pruned.pt2")
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _print_ticket(ticket: Any, out_dir: Path) -> None:

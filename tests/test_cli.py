@@ -70,6 +70,22 @@ def test_prune_writes_a_complete_ticket(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ticket"]  # no staging folders left
 
 
+@pytest.mark.parametrize("out", [".", ".."])
+def test_prune_overwrite_never_empties_the_working_folder(tmp_path, monkeypatch, out):
+    """The data-loss case: `--out . --overwrite` in a folder of the user's files must refuse, before any work."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    (tmp_path / "other.txt").write_text("also mine")
+    monkeypatch.chdir(work)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    result = invoke("prune", "cifar_resnet20", "-c", "magnitude", "-p", "1", "--out", out, "--overwrite")
+    assert result.exit_code == 2
+    assert "only replaces a ticket folder" in result.output or "current folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
