@@ -20,6 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Before anything loads torch: idle OpenMP threads sleep instead of spinning, which keeps a CPU training step
+# from slowing 10-20x when another process takes a core (measured; see layerlottery.threads). No result changes.
+from layerlottery.threads import prefer_passive_waiting as _prefer_passive_waiting  # noqa: E402
+
+_prefer_passive_waiting()
+
 # The public API, imported on first use (PEP 562): `layerlottery --help` and other light commands then
 # start without loading torch.
 _EXPORTS = {

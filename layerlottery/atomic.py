@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-from layerlottery.errors import DataError
+from layerlottery.errors import ConfigError, DataError
 
 _TAG = "llstage"
 
@@ -107,6 +107,32 @@ def refuse_working_folder(path: str | os.PathLike, what: str = "--out") -> None:
     here = Path.cwd().resolve()
     if target == here or target in here.parents:
         raise DataError(f"{what} {path} is the current folder or one of its parents; name a new folder inside it instead")
+
+
+def check_writable_folder(path: str | os.PathLike[str], setting: str) -> Path:
+    """Refuse ``path`` as a folder to write into, naming ``setting`` (e.g. ``--runs-dir``), unless it can be.
+
+    ``path`` need not exist yet: then its nearest existing parent must be a folder that takes new files,
+    since the folder will be made there. Permissions alone do not answer it (root ignores them, a read-only
+    mount or a full quota does not show in the mode bits), so a probe file is created and removed, the way
+    the real writes will. Nothing is left behind.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{setting} {path} is a file, not a folder; choose a folder")
+    existing = path
+    while not existing.exists():  # the nearest part of the path that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{setting} {path}: {existing} is a file, so no folder can be made inside it; choose another")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".layerlottery-probe-")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{setting} {path}: cannot write in {existing} ({reason}); choose a writable folder") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ Mistakes the user can fix print one line and exit with status 2; nothing is left
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import sys
@@ -14,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from layerlottery.errors import ConfigError, LayerLotteryError
@@ -24,7 +26,7 @@ app = typer.Typer(
         "Find layer-pruned lottery tickets: score every residual block of a network, delete the weakest "
         "blocks, and get a genuinely shallower network.\n\n"
         "Start with:  layerlottery run quickstart   (the whole pipeline on a CPU in about two minutes)\n\n"
-        "Then:  layerlottery blocks cifar_resnet32 --shortcut B   |   layerlottery presets"
+        "Then:  layerlottery blocks cifar_resnet32   |   layerlottery presets"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -38,9 +40,10 @@ err = Console(stderr=True)
 # ------------------------------------------------------------------------------------------- options
 
 ModelArg = typer.Argument(..., help="A registered model, see `layerlottery models` (e.g. cifar_resnet32).")
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
-ShortcutOpt = typer.Option(None, "--shortcut", help="CIFAR ResNet shortcut: A (zero-padded identity, the default) or B (1x1 projection, the paper's).")
-ZeroInitOpt = typer.Option(False, "--zero-init-residual", help="Zero-initialize the last BN of each residual branch.")
+# Flags take no value: metavar="" stops typer's rich help from showing them as `--json <bool>`.
+JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON instead of a table.")
+ShortcutOpt = typer.Option(None, "--shortcut", help="CIFAR ResNet shortcut: B (1x1 projection, the paper's; the default) or A (zero-padded identity).")
+ZeroInitOpt = typer.Option(False, "--zero-init-residual", metavar="", help="Zero-initialize the last BN of each residual branch.")
 DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use). Default: cifar10, or none for data-free criteria.")
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the dataset files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
 DataOptionOpt = typer.Option(None, "--data-option", help="Dataset option KEY=VALUE, repeatable (e.g. train_fraction=0.8 to split MNIST's test set, num_samples=512 for synthetic).")
@@ -50,10 +53,12 @@ CriterionOpt = typer.Option("grasp", "--criterion", "-c", help="Scoring criterio
 SamplesOpt = typer.Option(10, "--samples-per-class", help="Class-balanced scoring samples per class (GraSP reference: 10).")
 OptionOpt = typer.Option(None, "--option", "-o", help="Criterion option KEY=VALUE, repeatable (e.g. -o aggregation=mean -o temperature=100).")
 DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
+CheckpointOpt = typer.Option(None, "--checkpoint", help="Score trained weights instead of theta_0: a finished run directory (runs/dense-...), its checkpoints/last.pt, a rewind snapshot, or a state dict file. Pass the --data and --shortcut it was trained with.")
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape: the message quotes user text, whose brackets rich would read as markup and drop ('out[new]').
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -100,7 +105,10 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 @app.command()
-def models(as_json: bool = JsonOpt) -> None:
+def models(
+    show_all: bool = typer.Option(False, "--all", metavar="", help="Also list the tiny test fixtures (test_resnet, ...)."),
+    as_json: bool = JsonOpt,
+) -> None:
     """List the registered models.
 
     Example:  layerlottery models
@@ -108,7 +116,7 @@ def models(as_json: bool = JsonOpt) -> None:
     from layerlottery.models import list_models
     from layerlottery.models.registry import describe_model
 
-    rows = [{"name": name, "description": describe_model(name)} for name in list_models()]
+    rows = [{"name": name, "description": describe_model(name)} for name in list_models(include_hidden=show_all)]
     if as_json:
         return _emit_json(rows)
     table = Table(title="Models")
@@ -195,6 +203,9 @@ def _find_ticket(
     from layerlottery.data import get_dataset
     from layerlottery.experiments import ticket_at_init
 
+    from layerlottery.config import check_seed
+
+    check_seed(seed, "--seed")
     criterion_options = _parse_options(option)
     spec = get_criterion(criterion)
     spec.resolve_options(criterion_options)  # a typo in -o fails before any data is loaded
@@ -234,26 +245,30 @@ def score(
     shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
     device: str = DeviceOpt,
+    checkpoint: Optional[Path] = CheckpointOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Score every removable block at initialization; lower means less important.
+    """Score every removable block at initialization, or of trained weights (--checkpoint); lower = less important.
 
-    Criteria: random, magnitude, snip, grasp, synflow, gradnorm. Criterion options go through -o:
-    aggregation (sum | mean | abs_sum), bn_mode (train | eval), temperature and variant (grasp),
-    norm (magnitude), iterative (synflow), seed (random).
+    Criteria: random, magnitude, snip, grasp, synflow, gradnorm; for trained networks also hrank,
+    expectabs, kl, pls. Criterion options go through -o: aggregation (sum | mean | abs_sum), bn_mode
+    (train | eval), temperature and variant (grasp), norm (magnitude), iterative (synflow), seed (random),
+    activation (output | branch), batch_size, rtol (hrank), components and fit (pls).
 
     Examples:
       layerlottery score cifar_resnet32 --data synthetic -c snip
       layerlottery score cifar_resnet56 --data cifar10 -c grasp -o variant=abs
       layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
+      layerlottery score cifar_resnet20 --data mnist -c kl --checkpoint runs/dense-3fa2c1d09b7e
     """
-    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0))
+    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0, checkpoint=checkpoint))
     scores, network = ticket.scores, ticket.blocks
     order = {name: position for position, name in enumerate(network.names)}
     ranked = sorted(scores, key=lambda name: (scores[name], order[name]))
     if as_json:
-        return _emit_json({"model": model, "seed": seed, "data": data, **scores.to_dict(), "ranking": ranked})
-    table = Table(title=f"{criterion} scores, {model}, seed {seed}")
+        return _emit_json({"model": model, "seed": seed, "data": data, "checkpoint": checkpoint and str(checkpoint), **scores.to_dict(), "ranking": ranked})
+    weights = f"weights of {checkpoint}" if checkpoint else f"seed {seed}"
+    table = Table(title=f"{criterion} scores, {model}, {weights}")
     for column in ("rank", "block", "score", "MACs"):
         table.add_column(column, justify="left" if column == "block" else "right")
     for rank, name in enumerate(ranked, start=1):
@@ -282,12 +297,15 @@ def prune(
     shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
     device: str = DeviceOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    checkpoint: Optional[Path] = CheckpointOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace --out if it exists."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Find a ticket at initialization: score the blocks, remove the weakest, save the shallower network.
 
-    The pruned network keeps its initial weights (theta_0) and is ready to train. It is saved as
+    The pruned network keeps its initial weights (theta_0) and is ready to train; with --checkpoint it
+    keeps the trained weights that were scored instead (no rewinding: see `layerlottery run` presets with
+    a lottery section for Algorithm 1). It is saved as
     plan.json (replays on a fresh model), pruned.pt (load with layerlottery.load_pruned) and pruned.pt2
     (torch.export.load(...).module(), no layerlottery needed).
 
@@ -303,10 +321,13 @@ def prune(
     target = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
     if all(value is None for value in target.values()):
         _fail("say how much to remove: -p N, --fraction F or --mac-reduction F")
+    if p is not None and p < 1:  # as in run (pruning.p): a ticket removes at least one block
+        _fail(f"-p must be >= 1 (blocks to remove), not {p}; `layerlottery score` ranks blocks without removing any")
     ticket = _run(
         lambda: _find_ticket(
             model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut,
-            zero_init_residual, device, protect=parse_protect(protect), min_per_stage=min_per_stage, **target,
+            zero_init_residual, device, protect=parse_protect(protect), min_per_stage=min_per_stage,
+            checkpoint=checkpoint, **target,
         )
     )
     summary = {
@@ -315,6 +336,7 @@ def prune(
         "data": data,
         "split": split,
         "samples_per_class": samples_per_class,
+        "checkpoint": checkpoint and str(checkpoint),
         "plan": ticket.plan.to_dict(),
     }
     with err.status(f"Saving to {out_dir}..."):
@@ -340,7 +362,7 @@ def _print_ticket(ticket: Any, out_dir: Path) -> None:
     summary.add_row("FLOPs", f"{2 * plan.dense_macs:,}", f"{2 * plan.pruned_macs:,}", f"{plan.mac_reduction:.2%}")
     summary.add_row("parameters", f"{plan.dense_params:,}", f"{plan.pruned_params:,}", f"{plan.param_reduction:.2%}")
     out.print(summary)
-    out.print(f"Saved plan.json, pruned.pt, pruned.pt2 and summary.json to {out_dir}")
+    out.print(f"Saved plan.json, pruned.pt, pruned.pt2 and summary.json to {out_dir}", markup=False)
 
 
 # ----------------------------------------------------------------------------------- experiments
@@ -371,8 +393,8 @@ def presets(as_json: bool = JsonOpt) -> None:
 
 OverridesArg = typer.Argument(None, help="Settings to change, as section.name=value, e.g. train.epochs=30 'pruning.p=[1,3]' seeds=[0,1].")
 RunsDirOpt = typer.Option(None, "--runs-dir", help="Where run directories go (default: the preset's runs_dir, ./runs).")
-DryRunOpt = typer.Option(False, "--dry-run", help="Print the resolved settings and the runs, train nothing.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+DryRunOpt = typer.Option(False, "--dry-run", metavar="", help="Print the resolved settings and the runs, train nothing.")
+QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bars.")
 
 
 @app.command()
@@ -384,9 +406,11 @@ def run(
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run an experiment: the dense network and every ticket at initialization, then print the table.
+    """Run an experiment: the dense network and every ticket, then print the table.
 
-    Runs are resumable and idempotent: rerunning a finished experiment trains nothing and prints the
+    Tickets at initialization (Algorithm 2, the pruning section: Tables 2 and 4), or, when the preset has
+    a lottery section, tickets after training with rewinding (Algorithm 1, Table 1: criterion x rewind
+    point x p, and the re-initialized control). Runs are resumable and idempotent: rerunning a finished experiment trains nothing and prints the
     table again; an interrupted one continues from its last checkpoint.
 
     Examples:
@@ -394,6 +418,8 @@ def run(
       layerlottery run paper_resnet32 train.device=cuda
       layerlottery run paper_resnet32 train.epochs=30 'pruning.criteria=[grasp]' 'seeds=[0]'
       layerlottery run my_experiment.yaml --dry-run
+      layerlottery run lottery_quickstart
+      layerlottery run paper_table1_resnet32 'lottery.criteria=[kl,random]' 'seeds=[0]'
     """
     from layerlottery.config import load_settings
 
@@ -446,34 +472,44 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
     from dataclasses import asdict
 
     from layerlottery.config import dump_settings, to_dict
-    from layerlottery.experiments.runs import RunDir
+    from layerlottery.experiments.runs import RunDir, run_progress
     from layerlottery.atomic import atomic_write_text
-    from layerlottery.experiments.tickets import check_feasible, plan_runs, run_experiment
+    from layerlottery.experiments.tickets import preflight, run_experiment
     from layerlottery.reports import summarize, to_markdown, to_rich
 
-    specs = plan_runs(settings)
     if dry_run:
-        _run(lambda: check_feasible(settings))  # run_experiment checks this itself otherwise
+        checked = _run(lambda: preflight(settings, download=False))  # run_experiment's checks, nothing fetched
+        for warning in checked.warnings:
+            err.print(warning, markup=False, highlight=False, soft_wrap=True)
+        specs = checked.specs
+        run_dirs = [RunDir(settings.runs_dir, spec) for spec in specs]
+        progress = [run_progress(run_dir) for run_dir in run_dirs]
         if as_json:
-            runs = [{"label": spec.label, "dir": str(RunDir(settings.runs_dir, spec).path)} for spec in specs]
+            runs = [
+                {"label": d.spec.label, "dir": str(d.path), "status": p.state, "epochs_done": p.epochs_done}
+                for d, p in zip(run_dirs, progress)
+            ]
             return _emit_json({"settings": to_dict(settings), "runs": runs})
-        out.print(dump_settings(settings), highlight=False)
-        for spec in specs:
-            out.print(f"{spec.label:<28} {RunDir(settings.runs_dir, spec).path}", highlight=False)
+        out.print(dump_settings(settings), markup=False, highlight=False)
+        for run_dir, state in zip(run_dirs, progress):
+            out.print(f"{run_dir.spec.label:<28} {str(state):<28} {run_dir.path}", markup=False, highlight=False)
+        counts = {name: sum(p.state == name for p in progress) for name in ("finished", "partial", "new")}
+        out.print(f"{len(progress)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items()), highlight=False)
         return
-    log = (lambda message: None) if as_json else (lambda message: err.print(message, highlight=False, soft_wrap=True))
+    log = (lambda message: None) if as_json else (lambda message: err.print(message, markup=False, highlight=False, soft_wrap=True))
     result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log))
     dense, rows = summarize(result.runs, settings.xi)
     if as_json:
         return _emit_json({"dense": asdict(dense), "tickets": [asdict(row) for row in rows], "runs": result.runs})
     if result.trained == 0:
-        err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.", soft_wrap=True)
-    table, dense_line = to_rich(dense, rows, settings.xi, title=f"{settings.name}: tickets at initialization")
+        err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.", markup=False, soft_wrap=True)
+    kind = "lottery tickets after training, with rewinding" if settings.lottery.enabled else "tickets at initialization"
+    table, dense_line = to_rich(dense, rows, settings.xi, title=f"{settings.name}: {kind}")
     out.print(table)
     out.print(dense_line, highlight=False)
     report = Path(settings.runs_dir) / f"{settings.name}-table.md"
     atomic_write_text(report, to_markdown(dense, rows, settings.xi))
-    out.print(f"Table saved to {report}", highlight=False)
+    out.print(f"Table saved to {report}", markup=False, highlight=False)
 
 
 @app.command()
@@ -495,11 +531,14 @@ def report(
 
     from layerlottery.reports import collect_runs, summarize, to_rich
 
+    from layerlottery.config import check_margin
+
+    _run(lambda: check_margin(xi, "--xi"))  # the same rule as run's xi setting
     groups = _run(lambda: collect_runs(runs_dir))
     tables = {}
     for name, results in groups.items():
         if not any(r["kind"] == "dense" for r in results):
-            err.print(f"{name}: no finished dense run yet, skipped", highlight=False, soft_wrap=True)
+            err.print(f"{name}: no finished dense run yet, skipped", markup=False, highlight=False, soft_wrap=True)
             continue
         tables[name] = summarize(results, xi)
     if as_json:
@@ -510,6 +549,18 @@ def report(
         table, dense_line = to_rich(dense, rows, xi, title=name)
         out.print(table)
         out.print(dense_line, highlight=False)
+
+
+def _literal_brackets_in_help(typer_app: typer.Typer) -> None:
+    """Help shows docstrings through rich markup, which swallows ``[grasp]`` in an example such as
+    ``'pruning.criteria=[grasp]'``; escaped, every example reads as typed and works when copied."""
+    for command in typer_app.registered_commands:
+        text = command.help if command.help is not None else inspect.getdoc(command.callback)
+        if text:
+            command.help = escape(text)
+
+
+_literal_brackets_in_help(app)  # after the last command, so that every command's help is covered
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ import collections.abc
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ class ModelSettings:
     def validate(self) -> None:
         from layerlottery.models import list_models
 
-        if self.name not in list_models():
+        if self.name not in list_models(include_hidden=True):
             raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of: {', '.join(list_models())}")
         if self.shortcut not in ("A", "B"):
             raise ConfigError(f"model.shortcut must be 'A' or 'B', not {self.shortcut!r}")
@@ -102,8 +104,10 @@ class TrainSettings:
     milestones: tuple[float, ...] = (0.5, 0.75)
     """Fractions of the epochs at which multistep multiplies the lr by gamma (100 and 150 of 200)."""
     gamma: float = 0.1
-    snapshot_epochs: tuple[int, ...] = ()
-    """Epochs after which the weights are kept for rewinding (0 = the initialization)."""
+    snapshot_epochs: tuple[int, ...] = _not_hashed(())
+    """Epochs after which the weights are kept for rewinding (0 = the initialization). Not hashed: keeping a
+    copy of the weights changes no result, so a dense run keeps its name (and is trained once) whichever
+    rewind points an experiment asks of it; a missing snapshot is reported before any ticket trains."""
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU."""
     channels_last: bool = True
@@ -176,6 +180,82 @@ class PruningSettings:
             raise ConfigError(f"pruning.min_per_stage must be >= 0, not {self.min_per_stage}")
 
 @dataclass(frozen=True)
+class LotterySettings:
+    """The paper's Algorithm 1: lottery tickets after training, with rewinding. Off while ``criteria`` is empty.
+
+    Per seed the dense network is trained once (the same run Algorithm 2 compares with); its final weights
+    are scored with each criterion, the p weakest blocks go, the kept weights are rewound to a snapshot of
+    the dense training, and the ticket trains the remaining epochs on the same schedule.
+    """
+
+    criteria: tuple[str, ...] = ()
+    """Criteria that score the trained network (any registered one); empty = Algorithm 1 off."""
+    p: tuple[int, ...] = (1,)
+    """Numbers of blocks to remove, one ticket each (per criterion and rewind point)."""
+    rewind_fractions: tuple[float, ...] = ()
+    """Rewind points as fractions of ``train.epochs`` in [0, 1), rounded to the nearest epoch (the paper:
+    0, 0.25, 0.5, 0.75)."""
+    rewind_epochs: tuple[int, ...] = ()
+    """Rewind points as epoch numbers in 0 .. train.epochs - 1 (0 = the initialization theta_0)."""
+    control: bool = False
+    """Also train the paper's control: each pruned architecture re-initialized at random, full schedule."""
+    rounds: int = 1
+    """Iterative variant (beyond the paper): with rounds R >= 2, also prune k blocks per round for R rounds,
+    each round scoring the previous round's trained ticket and rewinding to the same dense snapshot."""
+    k: int = 1
+    """Blocks removed per round of the iterative variant."""
+    samples_per_class: int = 10
+    """Class-balanced scoring samples per class for data criteria."""
+    protect: str = "first"
+    """first (of each stage, the paper's), none, or comma-separated block names."""
+    min_per_stage: int = 2
+    criterion_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Options per criterion, e.g. ``{"pls": {"components": 2}}``; recorded in every plan."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.criteria)
+
+    def rewind_points(self, epochs: int) -> tuple[int, ...]:
+        """Every rewind point as an epoch number, sorted, duplicates merged (``0.25`` of 200 epochs is 50)."""
+        return tuple(sorted({round(f * epochs) for f in self.rewind_fractions} | set(self.rewind_epochs)))
+
+    def validate(self, train: TrainSettings) -> None:
+        """Check the section against the training it rewinds into (``train.epochs``); no-op when off."""
+        if not self.enabled:
+            return
+        from layerlottery.criteria import get_criterion
+
+        try:
+            for name in self.criteria:
+                get_criterion(name)
+            for name, options in self.criterion_options.items():
+                if name not in self.criteria:
+                    raise ConfigError(f"{name!r} is not in lottery.criteria")
+                get_criterion(name).resolve_options(dict(options))
+        except ConfigError as exc:
+            raise ConfigError(f"lottery: {exc}") from None
+        bad_fractions = [f for f in self.rewind_fractions if not 0 <= f < 1]
+        bad_epochs = [e for e in self.rewind_epochs if not 0 <= e < train.epochs]
+        late = [f for f in self.rewind_fractions if 0 <= f < 1 and round(f * train.epochs) >= train.epochs]
+        checks = [
+            (not self.p or min(self.p) >= 1, f"lottery.p must list block counts >= 1, not {list(self.p)}"),
+            (bool(self.p) or self.rounds > 1, "lottery.p is empty and lottery.rounds is 1: there is no ticket to train"),
+            (bool(self.rewind_fractions or self.rewind_epochs), "lottery needs a rewind point: set lottery.rewind_fractions (e.g. [0, 0.25, 0.5, 0.75]) or lottery.rewind_epochs"),
+            (not bad_fractions, f"lottery.rewind_fractions must lie in [0, 1), not {bad_fractions} (1 is the end of training: nothing left to retrain)"),
+            (not late, f"lottery.rewind_fractions {late} of {train.epochs} epochs round to the last epoch: nothing left to retrain"),
+            (not bad_epochs, f"lottery.rewind_epochs {bad_epochs} lie past the training: rewind to an epoch in 0..{train.epochs - 1} (train.epochs = {train.epochs})"),
+            (self.rounds >= 1, f"lottery.rounds must be >= 1 (1 = one-shot only), not {self.rounds}"),
+            (self.k >= 1, f"lottery.k must be >= 1, not {self.k}"),
+            (self.samples_per_class >= 1, f"lottery.samples_per_class must be >= 1, not {self.samples_per_class}"),
+            (self.min_per_stage >= 0, f"lottery.min_per_stage must be >= 0, not {self.min_per_stage}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass(frozen=True)
 class CarbonSettings:
     """Energy and CO2 measurement with CodeCarbon (offline). Measurement never changes results: not hashed."""
 
@@ -195,12 +275,16 @@ class CarbonSettings:
 
 @dataclass(frozen=True)
 class ExperimentSettings:
-    """The paper's Algorithm 2: train the dense network and every ticket at initialization, per seed."""
+    """One experiment, per seed: the dense network and every ticket, at initialization (Algorithm 2, the
+    ``pruning`` section) or after training with rewinding (Algorithm 1, when the ``lottery`` section is on)."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     pruning: PruningSettings = field(default_factory=PruningSettings)
+    lottery: LotterySettings = field(default_factory=LotterySettings)
+    """Algorithm 1 (tickets after training, with rewinding). When on, an experiment runs the dense networks and
+    these tickets; the ``pruning`` section (Algorithm 2) is then not used."""
     seeds: tuple[int, ...] = (0,)
     name: str = _not_hashed("experiment")
     xi: float = _not_hashed(0.0)
@@ -210,14 +294,25 @@ class ExperimentSettings:
     """Where run directories live; each is named by the hash of its settings."""
 
     def validate(self) -> None:
+        # Settings built in Python skip from_dict; its type checks (finite floats, whole numbers) apply here.
+        from_dict(ExperimentSettings, to_dict(self))
         if not self.seeds:
             raise ConfigError("seeds is empty; give at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds repeat: {list(self.seeds)}")
-        if self.xi < 0:
-            raise ConfigError(f"xi must be >= 0, not {self.xi}")
+        for seed in self.seeds:
+            check_seed(seed, "seeds")
+        check_margin(self.xi)
+        # The name becomes a file name in runs_dir (NAME-table.md): a path would write elsewhere.
+        if not NAME_PATTERN.fullmatch(self.name) or self.name in (".", ".."):
+            raise ConfigError(
+                f"name must be a plain file name of letters, digits, '-', '_' and '.', not {self.name!r}"
+            )
+        if not self.runs_dir:
+            raise ConfigError("runs_dir is empty; name the folder for run directories, e.g. runs")
         for part in (self.model, self.data, self.train, self.pruning, self.carbon):
             part.validate()
+        self.lottery.validate(self.train)
 
 
 # ------------------------------------------------------------------------------------ dict conversion
@@ -320,14 +415,55 @@ def _coerce(hint: Any, raw: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be a whole number, not {raw!r}")
         return raw
     if hint is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise ConfigError(f"{path} must be a number, not {raw!r}")
-        return float(raw)
+        return _finite_float(raw, path)
     if hint is str:
         if not isinstance(raw, str):
             raise ConfigError(f"{path} must be text, not {raw!r}")
         return raw
     raise TypeError(f"settings type {hint} of {path} is not supported")  # a bug in a settings class
+
+
+def _finite_float(raw: Any, path: str) -> float:
+    """A float setting: a number, or text holding one (YAML 1.1 reads ``1e-3`` as text); never NaN or inf.
+
+    Every float setting passes here, so a NaN learning rate or an infinite weight decay is refused in one
+    place instead of by each setting's own range check (NaN slips through every ``<``/``>`` comparison).
+    """
+    value: float | None = None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        try:
+            value = float(raw)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    if value is None:
+        raise ConfigError(f"{path} must be a number, not {raw!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, not {raw!r}")
+    return value
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+SEED_LIMIT = 2**32
+"""Seeds go to numpy and torch generators; numpy takes 0 <= seed < 2**32."""
+
+
+def check_seed(seed: int, setting: str = "seed") -> int:
+    """Refuse a seed numpy's and torch's generators cannot take, naming ``setting`` (e.g. ``--seed``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{setting} must be a whole number from 0 to {SEED_LIMIT - 1}, not {seed!r}")
+    return seed
+
+
+def check_margin(xi: float, setting: str = "xi") -> float:
+    """The winning margin xi in accuracy points: finite and >= 0 (shared by ``run`` and ``report``)."""
+    if isinstance(xi, bool) or not isinstance(xi, (int, float)) or not math.isfinite(xi) or xi < 0:
+        raise ConfigError(f"{setting} must be a finite number >= 0 (accuracy points), not {xi!r}")
+    return float(xi)
 
 
 # -------------------------------------------------------------------------------- presets, overrides
@@ -352,9 +488,19 @@ def load_settings(preset: str | Path, overrides: list[str] | tuple[str, ...] = (
     if not path.is_file():
         raise ConfigError(f"preset {preset} not found; give a YAML file or one of: {', '.join(list_presets())}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save the preset as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read preset {path} ({exc.strerror or exc})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold settings as 'section: value' lines (a mapping), not "
+            f"{'a list' if isinstance(data, list) else repr(data)}"
+        )
     for override in overrides:
         _apply_override(data, override)
     settings = from_dict(ExperimentSettings, data)

@@ -1,6 +1,8 @@
 """Settings: YAML presets, overrides, one-line validation errors, and stable run hashes."""
 
 import dataclasses
+import math
+import re
 
 import pytest
 
@@ -10,6 +12,8 @@ from layerlottery.config import (
     ExperimentSettings,
     ModelSettings,
     TrainSettings,
+    check_margin,
+    check_seed,
     from_dict,
     hashed_dict,
     list_presets,
@@ -46,7 +50,7 @@ def test_overrides_are_typed_and_nested():
         ("train.lr=-0.1", "train.lr must be > 0"),
         ("train.schedule=linear", "train.schedule must be one of multistep, cosine, constant"),
         ("train.milestones=[0.75,0.5]", "train.milestones must increase"),
-        ("pruning.criteria=[grasp,hrank]", "pruning: unknown criterion 'hrank'"),
+        ("pruning.criteria=[grasp,hrankk]", "pruning: unknown criterion 'hrankk'"),
         ("pruning.criterion_options={grasp: {temperature: 0}}", "invalid option temperature=0"),
         ("pruning.p=[0]", "pruning.p must list block counts >= 1"),
         ("model.name=resnet33", "model.name: unknown model 'resnet33'"),
@@ -55,6 +59,20 @@ def test_overrides_are_typed_and_nested():
         ("seeds=[1,1]", "seeds repeat"),
         ("train.nesterov=maybe", "train.nesterov must be true or false"),
         ("epochs", "must look like section.name=value"),
+        ("train.lr=fast", "train.lr must be a number, not 'fast'"),
+        ("train.lr=nan", "train.lr must be a finite number"),
+        ("train.lr=.nan", "train.lr must be a finite number"),
+        ("train.weight_decay=.inf", "train.weight_decay must be a finite number"),
+        ("train.gamma=1e999", "train.gamma must be a finite number"),
+        ("xi=.nan", "xi must be a finite number"),
+        ("xi=-1", "xi must be a finite number >= 0"),
+        ("carbon.grid_intensity_g_per_kwh=.nan", "carbon.grid_intensity_g_per_kwh must be a finite number"),
+        ("train.milestones=[.nan]", "train.milestones[0] must be a finite number"),
+        ("seeds=[-5]", "seeds must be a whole number from 0 to 4294967295, not -5"),
+        ("seeds=[4294967296]", "seeds must be a whole number from 0"),
+        ("name=../x", "name must be a plain file name"),
+        ("name=a/b", "name must be a plain file name"),
+        ("name=..", "name must be a plain file name"),
     ],
 )
 def test_bad_settings_are_one_clear_line(override, message):
@@ -111,3 +129,42 @@ def test_pinned_run_hashes():
         "ticket": {"criterion": "grasp", "p": 3},
     }
     assert settings_hash(load_settings("paper_resnet32")) == "d32a2a5b21cf"
+
+
+def test_scientific_notation_is_a_number_in_overrides_and_presets(tmp_path):
+    settings = load_settings("quickstart", ["train.lr=1e-3", "train.weight_decay=5e-4", "xi=2.5E-1"])
+    assert (settings.train.lr, settings.train.weight_decay, settings.xi) == (0.001, 0.0005, 0.25)
+    preset = tmp_path / "sci.yaml"
+    preset.write_text("train:\n  lr: 1e-3\n  milestones: [5e-1]\n")  # YAML 1.1 reads both as text
+    settings = load_settings(preset)
+    assert settings.train.lr == 0.001 and settings.train.milestones == (0.5,)
+
+
+def test_presets_that_are_not_a_mapping_of_utf8_text(tmp_path):
+    for name, content, message in [
+        ("list.yaml", b"- a\n- b\n", "not a list"),
+        ("scalar.yaml", b"3\n", "(a mapping), not 3"),
+        ("latin.yaml", b"name: caf\xe9\n", "is not UTF-8 text"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_settings(tmp_path / name, ["train.epochs=1"])
+
+
+def test_settings_built_in_python_get_the_same_checks():
+    bad = dataclasses.replace(ExperimentSettings(), train=TrainSettings(lr=float("nan")))
+    with pytest.raises(ConfigError, match="train.lr must be a finite number"):
+        bad.validate()
+    with pytest.raises(ConfigError, match=re.escape("seeds[0] must be a whole number, not True")):
+        dataclasses.replace(ExperimentSettings(), seeds=(True,)).validate()
+
+
+def test_seed_and_margin_checks_shared_with_the_command_line():
+    assert check_seed(0) == 0 and check_seed(2**32 - 1) == 2**32 - 1
+    for seed in (-1, 2**32, 1.0, True):
+        with pytest.raises(ConfigError, match="--seed must be a whole number"):
+            check_seed(seed, "--seed")
+    assert check_margin(0) == 0.0 and check_margin(0.5) == 0.5
+    for xi in (-0.1, math.nan, math.inf):
+        with pytest.raises(ConfigError, match="--xi must be a finite number >= 0"):
+            check_margin(xi, "--xi")

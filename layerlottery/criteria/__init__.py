@@ -3,12 +3,17 @@
 ``score_blocks(model, "grasp", batch)`` runs a registered criterion on a private copy of the model and
 returns :class:`BlockScores` (block name -> score, plus the criterion and every resolved option). Criteria:
 ``random``, ``magnitude`` (data-free baselines), ``snip``, ``gradnorm``, ``grasp`` (need data) and
-``synflow`` (data-free, float64). Add one with :func:`register_criterion`.
+``synflow`` (data-free, float64) for networks at initialization; ``hrank``, ``expectabs``, ``kl`` and ``pls``
+(need data, BN in eval mode by default) read what a trained network computes. Add one with
+:func:`register_criterion`.
 """
 
 from layerlottery.criteria import baseline as _baseline  # noqa: F401  (registers random, magnitude)
+from layerlottery.criteria import feature_maps as _feature_maps  # noqa: F401  (registers hrank, expectabs)
 from layerlottery.criteria import gradient as _gradient  # noqa: F401  (registers snip, gradnorm)
 from layerlottery.criteria import grasp as _grasp  # noqa: F401  (registers grasp)
+from layerlottery.criteria import kl as _kl  # noqa: F401  (registers kl)
+from layerlottery.criteria import pls as _pls  # noqa: F401  (registers pls)
 from layerlottery.criteria import synflow as _synflow  # noqa: F401  (registers synflow)
 from layerlottery.criteria.base import (
     ClassBalanceWarning,
@@ -20,7 +25,9 @@ from layerlottery.criteria.base import (
     list_criteria,
     register_criterion,
 )
+from layerlottery.criteria.feature_maps import feature_map_ranks
 from layerlottery.criteria.grasp import hessian_gradient_product
+from layerlottery.criteria.pls import pls_vip, vip_scores
 from layerlottery.criteria.scores import BlockScores
 from layerlottery.criteria.scoring import score_blocks
 from layerlottery.criteria.synflow import synflow_weight_scores
@@ -30,12 +37,15 @@ __all__ = [
     "ClassBalanceWarning",
     "Criterion",
     "DegenerateScoresWarning",
+    "feature_map_ranks",
     "Option",
     "ScoringContext",
     "get_criterion",
     "hessian_gradient_product",
     "list_criteria",
+    "pls_vip",
     "register_criterion",
     "score_blocks",
     "synflow_weight_scores",
+    "vip_scores",
 ]

@@ -7,6 +7,16 @@ al. (2021) found ranking by ``|S|`` at least as good (``variant="abs"``).
 
 Following the reference: logits are divided by a temperature T (200 for CIFAR), and the data are
 class-balanced, the first ``samples_per_class`` samples of each class (10 for CIFAR-10 ResNet-32).
+
+By default the sample goes through the network as one batch, which matches Synaptic-Flow's GraSP bit for
+bit. Two behaviours of the reference code (Wang et al.) are options, off by default:
+
+* ``halves=True``: sort the sample by class and forward it in two halves, each with its own BatchNorm
+  batch statistics, as the reference does (its scores are then ours times 4, as it sums two half-batch
+  means where we take one mean over the sample: the same ranking);
+* ``reinit_head=True``: re-initialize the linear layers of the scoring copy (Xavier normal, from a
+  generator seeded with ``seed``; the classifier in these ResNets) before scoring, as the reference does
+  to its copy of the network.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from layerlottery.criteria.base import (
     ScoringContext,
     aggregation_option,
     bn_mode_option,
+    boolean,
     integer,
     one_of,
     positive_float,
@@ -98,12 +109,27 @@ def select_per_class(
             10, integer(minimum=1, allow_none=True), "first N samples of each class; None: all the data as given"
         ),
         "variant": Option("reference", one_of("reference", "abs"), "reference: w * Hg; abs: |w * Hg|"),
+        "halves": Option(False, boolean, "forward the class-sorted sample in two halves (separate BN statistics)"),
+        "reinit_head": Option(False, boolean, "re-initialize the linear layer(s) (the classifier) of the scoring copy, Xavier normal"),
+        "seed": Option(0, integer(minimum=0), "seed of the head's re-initialization (reinit_head only)"),
     },
     needs_data=True,
     gradient_based=True,
 )
 def grasp(context: ScoringContext) -> dict[str, float]:
     """GraSP: block importance aggregate(w * H g) (= -sum of the reference S), or aggregate(|w * H g|)."""
+    # stacklevel 5: the class-balance warning points at score_blocks' caller (through Criterion.__call__).
+    importance = grasp_weight_scores(context, warning_stacklevel=5)
+    return block_scores(importance, context.groups, str(context.options["aggregation"]))
+
+
+def grasp_weight_scores(context: ScoringContext, warning_stacklevel: int = 2) -> dict[str, torch.Tensor]:
+    """Per-weight GraSP importance ``w * H g`` (or ``|w * H g|``) of every conv/linear weight, by name.
+
+    Applies the criterion's data options (class-balanced selection, temperature, halves, reinit_head);
+    shared by the block criterion and the per-filter scores of the filter-pruning baseline. ``warning_stacklevel`` makes the
+    class-balance warning point at the caller's caller that matters.
+    """
     options = context.options
     batches = context.batches
     assert batches is not None
@@ -117,9 +143,13 @@ def grasp(context: ScoringContext) -> dict[str, float]:
                 f"grasp: samples_per_class={per_class} but the data has fewer of classes {listed}; scoring "
                 f"with the {len(batch[1])} samples found. Pass more data or samples_per_class=None",
                 ClassBalanceWarning,
-                stacklevel=4,
+                stacklevel=warning_stacklevel,
             )
         batches = [batch]
+    if options["halves"]:
+        batches = class_sorted_halves(batches)
+    if options["reinit_head"]:
+        reinitialize_head(context.model, int(options["seed"]))  # type: ignore[arg-type]
     weights = context.weights()
     _, products = hessian_gradient_products(
         context.model, batches, list(weights.values()), float(options["temperature"])  # type: ignore[arg-type]
@@ -127,4 +157,35 @@ def grasp(context: ScoringContext) -> dict[str, float]:
     importance = {name: w.detach() * hg for (name, w), hg in zip(weights.items(), products)}
     if options["variant"] == "abs":
         importance = {name: value.abs() for name, value in importance.items()}
-    return block_scores(importance, context.groups, str(options["aggregation"]))
+    return importance
+
+
+def class_sorted_halves(batches: Sequence[Batch]) -> list[Batch]:
+    """The samples of ``batches`` sorted by class (stably) and cut into two halves, as the GraSP reference
+    forwards them: with 10 classes of 10 samples, classes 0-4 and classes 5-9."""
+    inputs = torch.cat([x for x, _ in batches])
+    labels = torch.cat([y for _, y in batches])
+    if len(labels) < 2:
+        raise DataError(f"grasp: halves=true needs at least 2 samples, got {len(labels)}")
+    order = torch.sort(labels, stable=True).indices
+    inputs, labels = inputs[order], labels[order]
+    middle = len(labels) // 2
+    return [(inputs[:middle], labels[:middle]), (inputs[middle:], labels[middle:])]
+
+
+def reinitialize_head(model: nn.Module, seed: int) -> None:
+    """Xavier-normal weights for every ``nn.Linear`` of ``model`` (the scoring copy), from ``seed`` alone.
+
+    As the reference's ``reinit``, which re-draws each linear layer's weight (biases kept); in the CIFAR
+    ResNets that is the classifier alone.
+    """
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ConfigError("grasp: reinit_head=true needs a model with an nn.Linear layer (its classifier)")
+    generator = torch.Generator().manual_seed(seed)
+    for linear in linears:
+        # Drawn on the CPU, then copied: the same weights whatever device the model is on.
+        fresh = torch.empty(linear.weight.shape, dtype=linear.weight.dtype)
+        nn.init.xavier_normal_(fresh, generator=generator)
+        with torch.no_grad():
+            linear.weight.copy_(fresh)

@@ -19,7 +19,7 @@ from layerlottery.criteria.common import (
     zero_init_branches,
 )
 from layerlottery.criteria.scores import BlockScores
-from layerlottery.errors import ConfigError, PruningError
+from layerlottery.errors import ConfigError, DataError, PruningError
 from layerlottery.models.blocks import NetworkBlocks, find_blocks
 
 
@@ -59,6 +59,7 @@ def score_blocks(
     work = copy.deepcopy(model)
     batches = materialize_batches(data, work) if spec.needs_data else None
     shape = _input_shape(work, input_shape, blocks, batches)
+    _check_channels(work, shape, batches, explicit=input_shape is not None)
     if blocks is None:
         blocks = find_blocks(work, shape)
     removable = tuple(blocks.removable)
@@ -109,6 +110,26 @@ def _input_shape(
     raise ConfigError(
         f"{type(model).__name__} has no default_input_shape; pass input_shape, e.g. (3, 32, 32) without the batch size"
     )
+
+
+def _check_channels(model: nn.Module, shape: tuple[int, ...], batches: list | None, explicit: bool) -> None:
+    """Refuse inputs with another channel count than the model's stem takes, before any forward pass.
+
+    The stem is the first convolution the model registers (``conv1`` of every ResNet here and in
+    torchvision); a model without convolutions is not checked.
+    """
+    stem = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if stem is None:
+        return
+    expected = stem.in_channels
+    given = [(f"input_shape {shape} has", shape[0])] if explicit else []
+    given += [("inputs have", batch[0].shape[1]) for batch in batches or []]
+    for what, channels in given:
+        if channels != expected:
+            raise DataError(
+                f"{what} {channels} channels but the model expects {expected} (in_channels of its first "
+                f"convolution); give {expected}-channel images or a model built for {channels} channels"
+            )
 
 
 def _warn_if_degenerate(name: str, scores: dict[str, float], zero_init: bool) -> None:

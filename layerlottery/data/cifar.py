@@ -1,12 +1,12 @@
 """CIFAR-10 and CIFAR-100 from the official python-version archives.
 
-The archive is downloaded once (md5-checked), extracted into a temporary folder and renamed into
-place, so an interrupted run never leaves a half-extracted folder that later runs would trust.
+The archive is downloaded once (md5-checked, see :mod:`layerlottery.data.download`), extracted into a
+temporary folder and renamed into place, so an interrupted run never leaves a half-extracted folder that
+later runs would trust.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import pickle
 import shutil
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from layerlottery.data.dataset import ImageDataset
+from layerlottery.data.download import download_file, ensure_file, one_line
 from layerlottery.data.paths import resolve_root
 from layerlottery.data.splits import check_split
 from layerlottery.errors import DataError
@@ -76,7 +77,6 @@ ARCHIVE_MD5 = {
     "cifar10": "c58f30108f718f92721af3b95e74349a",
     "cifar100": "eb9058c3a382ffc7106e4002c42a8d85",
 }
-_DOWNLOAD_ERRORS = (OSError, RuntimeError, http.client.HTTPException)
 
 
 def load_cifar10(
@@ -118,39 +118,13 @@ def load_cifar(
     )
 
 
-def download_archive(url: str, root: Path, filename: str, md5: str) -> None:
-    """Fetch ``url`` to ``root/filename``; torchvision's helper verifies the md5 after download."""
-    from torchvision.datasets.utils import download_url  # deferred: torchvision is slow to import
-
-    download_url(url, str(root), filename=filename, md5=md5)
+# The fetch function, a module global so that tests can replace it with a local copy.
+download_archive = download_file
 
 
 def ensure_archive(spec: CifarSpec, root: Path, download: bool) -> Path:
     """Return the path of a present, md5-verified archive, downloading it first if allowed."""
-    from torchvision.datasets.utils import check_integrity
-
-    archive = root / spec.filename
-    md5 = ARCHIVE_MD5[spec.name]
-    if not archive.is_file():
-        if not download:
-            raise DataError(
-                f"{spec.title} archive not found at {archive}; place {spec.filename} from {spec.url} there "
-                "or allow downloading"
-            )
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            download_archive(spec.url, root, spec.filename, md5)
-        except _DOWNLOAD_ERRORS as err:
-            # A partial file would otherwise be reported as a bad checksum on the next run.
-            archive.unlink(missing_ok=True)
-            raise DataError(
-                f"could not download {spec.url} ({_one_line(err)}); place the archive at {archive} by hand"
-            ) from None
-        if not archive.is_file():
-            raise DataError(f"downloading {spec.url} produced no file; place the archive at {archive} by hand")
-    if not check_integrity(str(archive), md5):
-        raise DataError(f"archive {archive} has the wrong checksum; delete it and download again")
-    return archive
+    return ensure_file(root / spec.filename, [spec.url], ARCHIVE_MD5[spec.name], download=download, fetch=download_archive)
 
 
 def extract_archive(archive: Path, root: Path, folder: str) -> Path:
@@ -158,7 +132,7 @@ def extract_archive(archive: Path, root: Path, folder: str) -> Path:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-extracting-", dir=root))
     except OSError as err:
-        raise DataError(f"cannot extract into {root} ({_one_line(err)}); pass a writable --data-dir") from None
+        raise DataError(f"cannot extract into {root} ({one_line(err)}); pass a writable --data-dir") from None
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
@@ -180,7 +154,7 @@ def extract_archive(archive: Path, root: Path, folder: str) -> Path:
                 raise
         return target
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise DataError(f"cannot extract {archive} ({_one_line(err)}); delete it and download again") from None
+        raise DataError(f"cannot extract {archive} ({one_line(err)}); delete it and download again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -198,7 +172,7 @@ def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise DataError(f"CIFAR batch file {path.name} is missing from {path.parent}; {redo}") from None
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(f"CIFAR batch file {path} is corrupt ({_one_line(err)}); {redo}") from None
+        raise DataError(f"CIFAR batch file {path} is corrupt ({one_line(err)}); {redo}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise DataError(
             f"CIFAR batch file {path} holds data of shape {data.shape} and {labels.size} labels, "
@@ -217,7 +191,3 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     )
     if unsafe:
         raise DataError(f"archive {archive} holds an unsafe member {name!r}; delete it and download a fresh copy")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

@@ -1,4 +1,4 @@
-"""MNIST from the published idx files, parsed with numpy (no torchvision download machinery)."""
+"""MNIST from the published idx files: downloaded once from torchvision's mirrors (MD5-checked), parsed with numpy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from layerlottery.data.dataset import ImageDataset
+from layerlottery.data.download import download_file, ensure_file
 from layerlottery.data.paths import resolve_root
 from layerlottery.data.splits import SPLIT_SEED, check_fraction, check_split, stratified_split
 from layerlottery.errors import DataError
@@ -25,6 +26,17 @@ LABELS_MAGIC = 2049
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
 _GZIP_SIGNATURE = b"\x1f\x8b"
+# The mirrors torchvision's MNIST class uses, in its order (LeCun's original site is often unreachable).
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# MD5 of the published gzipped files, as listed by torchvision. A plain dict so tests can trust fake files.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# The fetch function, a module global so that tests can replace it with a local copy.
+download_mnist_file = download_file
 
 
 def load_mnist(
@@ -33,13 +45,19 @@ def load_mnist(
     seed: int = 0,
     *,
     train_fraction: float | None = None,
+    download: bool = True,
 ) -> ImageDataset:
     """Load MNIST as uint8 images of shape (N, 1, 28, 28) from idx files, gzipped or not.
 
     ``data_dir`` is a folder holding the four published files (``train-images-idx3-ubyte``,
     ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
     optionally ending in ``.gz``), or a folder with such a ``mnist/`` subfolder. By default
-    ``$LAYERLOTTERY_DATA/mnist`` or ``~/.cache/layerlottery/mnist``. Nothing is downloaded.
+    ``$LAYERLOTTERY_DATA/mnist`` or ``~/.cache/layerlottery/mnist``.
+
+    A file present uncompressed is used as is (its idx header is checked). Otherwise the ``.gz`` file
+    is MD5-checked against the published checksum, and downloaded first if missing and ``download`` is
+    true: into the folder that already holds idx files, else into ``data_dir/mnist`` (about 11 MB for
+    all four files, 1.6 MB for the two t10k files). A ``data_dir`` that does not exist is an error.
 
     ``train_fraction`` is for users who only have the 10,000-image t10k set: when given, only the
     t10k files are read and split (stratified, with a fixed seed independent of ``seed``) into a
@@ -48,11 +66,19 @@ def load_mnist(
     check_split(split)
     if train_fraction is not None:
         train_fraction = check_fraction(train_fraction)  # fail before reading 8 MB of files
-    directory = _find_directory(resolve_root(data_dir), data_dir is None)
+    root = resolve_root(data_dir)
+    if data_dir is not None and not root.is_dir():
+        # A user's folder that is not there is a typo far more often than a wish to download into it.
+        raise DataError(
+            f"MNIST folder {root} not found; point --data-dir (in `layerlottery run`: data.data_dir=DIR) at a "
+            "folder holding the published idx files, create that folder to download them into it, or leave "
+            "it unset to download into the cache"
+        )
+    directory = _find_directory(root, data_dir is None)
     source = "test" if train_fraction is not None else split
     image_name, label_name = MNIST_FILES[source]
-    images = read_idx(_find_file(directory, image_name, split, train_fraction), IMAGES_MAGIC)
-    labels = read_idx(_find_file(directory, label_name, split, train_fraction), LABELS_MAGIC)
+    images = read_idx(_find_file(directory, image_name, split, train_fraction, download), IMAGES_MAGIC)
+    labels = read_idx(_find_file(directory, label_name, split, train_fraction, download), LABELS_MAGIC)
     if len(images) != len(labels):
         raise DataError(
             f"MNIST files {image_name} ({len(images)} images) and {label_name} ({len(labels)} labels) in "
@@ -118,19 +144,24 @@ def _read_bytes(path: Path) -> bytes:
 
 def _find_directory(root: Path, is_default: bool) -> Path:
     """The default root is a cache of several datasets, so MNIST sits in its ``mnist/`` subfolder;
-    a user's --data-dir may be either the idx folder itself or such a root."""
-    if is_default:
-        return root / "mnist"
-    if not any(root.glob("*-idx?-ubyte*")) and (root / "mnist").is_dir():
+    a user's data_dir may be either the idx folder itself or such a root (downloads then go to ``mnist/``)."""
+    if is_default or not any(root.glob("*-idx?-ubyte*")):
         return root / "mnist"
     return root
 
 
-def _find_file(directory: Path, name: str, split: str, train_fraction: float | None) -> Path:
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    hint = "pass --data-dir pointing at a folder holding the published idx files"
+def _find_file(directory: Path, name: str, split: str, train_fraction: float | None, download: bool) -> Path:
+    raw = directory / name
+    if raw.is_file():  # the user's uncompressed copy: read_idx checks its header and length
+        return raw
+    # Named for both front ends: score/prune take --data-dir, run takes the setting data.data_dir.
+    hint = "or point --data-dir (in `layerlottery run`: data.data_dir=DIR) at a folder holding the published idx files"
     if split == "train" and train_fraction is None and any(directory.glob("t10k-*-ubyte*")):
-        hint += ", or pass train_fraction (e.g. 0.8) to split the 10,000-image test set"
-    raise DataError(f"MNIST file {name}(.gz) not found in {directory}; {hint}")
+        hint += (
+            ", or split the 10,000-image test set with --data-option train_fraction=0.8 "
+            "(in `layerlottery run`: 'data.options={train_fraction: 0.8}')"
+        )
+    urls = [mirror + f"{name}.gz" for mirror in MNIST_MIRRORS]
+    return ensure_file(
+        directory / f"{name}.gz", urls, MNIST_MD5[name], download=download, fetch=download_mnist_file, hint=hint
+    )

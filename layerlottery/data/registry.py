@@ -41,6 +41,15 @@ def register_dataset(name: str, loader: Loader, *, overwrite: bool = False) -> N
     _LOADERS[key] = loader
 
 
+def loader_options(name: str) -> set[str]:
+    """The options the loader of dataset ``name`` takes by name (e.g. ``{"download", "train_fraction"}``)."""
+    key = str(name).strip().lower()
+    if key not in _LOADERS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    params = inspect.signature(_LOADERS[key]).parameters.values()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def get_dataset(
     name: str,
     split: str = "train",

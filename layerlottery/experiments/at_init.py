@@ -6,6 +6,7 @@ theta_0 weights, the scores, and the removal plan.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from torch import nn
 from layerlottery.criteria import BlockScores, get_criterion, score_blocks
 from layerlottery.data import ImageDataset
 from layerlottery.errors import ConfigError
+from layerlottery.experiments.trained import load_trained_weights
 from layerlottery.models import create_model
 from layerlottery.models.blocks import NetworkBlocks, find_blocks
 from layerlottery.surgery import RemovalPlan, remove_blocks, select_blocks
@@ -79,6 +81,20 @@ def scoring_data(
     return dataset.class_balanced(samples_per_class, seed=seed, device=device)
 
 
+def run_criterion_options(
+    criterion: str, options: Mapping[str, Any] | None, seed: int, samples_per_class: int
+) -> dict[str, Any]:
+    """The criterion's options for one run: criteria that draw randomly or sample per class follow the run's
+    seed and ``samples_per_class`` unless ``options`` say otherwise."""
+    spec = get_criterion(criterion)
+    extra = dict(options or {})
+    if "seed" in spec.options:
+        extra.setdefault("seed", seed)
+    if "samples_per_class" in spec.options:
+        extra.setdefault("samples_per_class", samples_per_class)
+    return extra
+
+
 def ticket_at_init(
     model: str,
     criterion: str,
@@ -95,8 +111,13 @@ def ticket_at_init(
     model_options: Mapping[str, Any] | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> Ticket:
     """Build ``model`` from ``seed`` (theta_0), score its blocks with ``criterion``, remove the weakest.
+
+    With ``checkpoint`` (a finished run directory, a checkpoint or a state dict file, see
+    :mod:`layerlottery.experiments.trained`), the trained weights stored there replace theta_0: they are
+    scored, and the pruned network keeps them.
 
     ``model_options`` are fitted to ``dataset`` (channels, classes, image size) unless given. Data
     criteria score ``scoring_batch`` if given, else ``samples_per_class`` images of each class of
@@ -106,13 +127,10 @@ def ticket_at_init(
     spec = get_criterion(criterion)
     spec.resolve_options(dict(criterion_options or {}))  # fail before building anything
     dense = initial_model(model, options, seed, device)
+    if checkpoint is not None:
+        load_trained_weights(dense, checkpoint, model)
     blocks = find_blocks(dense)
-    extra = dict(criterion_options or {})
-    # Criteria that draw randomly or sample per class follow the run's settings unless told otherwise.
-    if "seed" in spec.options:
-        extra.setdefault("seed", seed)
-    if "samples_per_class" in spec.options:
-        extra.setdefault("samples_per_class", samples_per_class)
+    extra = run_criterion_options(criterion, criterion_options, seed, samples_per_class)
     data = scoring_batch if scoring_batch is not None else scoring_data(dataset, criterion, samples_per_class, seed, device)
     scores = score_blocks(dense, criterion, data, blocks=blocks, **extra)
     plan = select_blocks(
@@ -125,5 +143,6 @@ def ticket_at_init(
         min_per_stage=min_per_stage,
         model=model,
         model_options=options,
+        seed=seed,
     )
     return Ticket(dense=dense, pruned=remove_blocks(dense, plan), blocks=blocks, scores=scores, plan=plan)

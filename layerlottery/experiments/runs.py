@@ -28,8 +28,10 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from layerlottery.config import DataSettings, ModelSettings, TrainSettings, hashed_dict, settings_hash, to_dict
-from layerlottery.errors import DataError
+from layerlottery.errors import DataError, LayerLotteryError
 from layerlottery.atomic import atomic_write_text
+from layerlottery.reports.results import RETRAIN_HINT, read_result_file
+from layerlottery.surgery.plan import RemovalPlan
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,23 @@ class TicketSpec:
 
 
 @dataclass(frozen=True)
+class LotterySpec:
+    """How a lottery ticket after training (Algorithm 1) is made, beside its :class:`TicketSpec` (criterion,
+    total p, selection rules): which trained run is scored, and where the kept weights come from."""
+
+    dense: str
+    """Name of the dense run of the same seed: its snapshots are what the kept weights are rewound to."""
+    rewind_epoch: int
+    """The kept weights are the dense run's after this many epochs (0 = theta_0), and training resumes there."""
+    reinit: bool = False
+    """The control: the pruned architecture re-initialized at random (rewind_epoch 0, the full schedule)."""
+    source: str | None = None
+    """The run whose final weights are scored: None = the dense run; the previous round's ticket when iterative."""
+    round: int = 1
+    """Round of the iterative variant (1 = one-shot: the same run as the one-shot ticket of that p)."""
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything that determines one run's result. Its hash (defaults left out) names the directory."""
 
@@ -53,10 +72,19 @@ class RunSpec:
     train: TrainSettings
     seed: int = 0
     ticket: TicketSpec | None = None
+    lottery: LotterySpec | None = None
+    """Set for a ticket after training (Algorithm 1); None for dense runs and tickets at initialization."""
 
     @property
     def kind(self) -> str:
+        if self.lottery is not None:
+            return "lottery"
         return "dense" if self.ticket is None else "ticket"
+
+    @property
+    def start_epoch(self) -> int:
+        """The epoch training begins after: a rewound ticket replays the schedule from its rewind point."""
+        return self.lottery.rewind_epoch if self.lottery is not None else 0
 
     @property
     def name(self) -> str:
@@ -68,6 +96,10 @@ class RunSpec:
         """A human-readable description, e.g. ``grasp p=3 seed 1``."""
         if self.ticket is None:
             return f"dense seed {self.seed}"
+        if self.lottery is not None:
+            rounds = f" ({self.lottery.round} rounds)" if self.lottery.round > 1 else ""
+            start = "reinit" if self.lottery.reinit else f"rewind {self.lottery.rewind_epoch}"
+            return f"{self.ticket.criterion} p={self.ticket.p}{rounds} {start} seed {self.seed}"
         return f"{self.ticket.criterion} p={self.ticket.p} seed {self.seed}"
 
 
@@ -83,6 +115,7 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE unless the user chose (layerlottery.threads)
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
@@ -155,7 +188,110 @@ class RunDir:
         atomic_write_text(self.result_file, json.dumps(dict(result), indent=2) + "\n")
 
     def read_result(self) -> dict[str, Any]:
+        """The finished run's summary, checked (see :func:`read_result_file`) against this run's settings."""
+        return read_result_file(self.result_file, to_dict(self.spec))
+
+    def read_plan(self) -> RemovalPlan:
+        """The ticket's removal plan (written before training), refused if it disagrees with this run's settings."""
         try:
-            return json.loads(self.result_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{self.result_file} is unreadable ({exc}); delete it to rerun the run") from None
+            plan = RemovalPlan.load(self.plan_file)
+        except LayerLotteryError as exc:
+            raise DataError(f"{exc}; {RETRAIN_HINT}") from None
+        # A lottery ticket's plan comes from trained weights, over rounds: only tickets at init are replayed.
+        problem = plan_disagreement(plan, self.spec) if self.spec.lottery is None else ""
+        if problem:
+            raise DataError(f"{self.plan_file} {problem}; was it edited or copied from another run? {RETRAIN_HINT}")
+        return plan
+
+    def check_files(self) -> None:
+        """Read what an earlier call left here (a result, or an unfinished ticket's plan): DataError if broken.
+
+        Called for every run before an experiment trains anything, so a broken file costs no training.
+        """
+        if self.is_finished():
+            self.read_result()
+        elif self.spec.ticket is not None and self.plan_file.exists():
+            self.read_plan()
+
+
+def plan_disagreement(plan: RemovalPlan, spec: RunSpec) -> str:
+    """Why ``plan`` cannot be the removal plan of the ticket run ``spec``, or ``""``.
+
+    The plan's model, criterion and p must be the run's, and its removed blocks must be exactly those that
+    the run's selection rules pick from the plan's own scores (so a hand-edited block list is caught).
+    For tickets at initialization; a lottery ticket's plan (chosen from trained weights) is not replayed.
+    """
+    from layerlottery.models import create_model
+    from layerlottery.models.blocks import find_blocks
+    from layerlottery.surgery.select import parse_protect, select_blocks
+
+    ticket = spec.ticket
+    if ticket is None:
+        return "belongs to a ticket, but this is a dense run"
+    if plan.model != spec.model.name:
+        return f"is a plan for {plan.model}, but the run trains {spec.model.name}"
+    for option in ("shortcut", "zero_init_residual"):
+        if option in plan.model_options and plan.model_options[option] != getattr(spec.model, option):
+            return f"is for model.{option}={plan.model_options[option]}, but the run has {getattr(spec.model, option)}"
+    if plan.seed is not None and plan.seed != spec.seed:  # plans before format 2 do not record it
+        return f"was found for seed {plan.seed}, but the run's seed is {spec.seed}"
+    if plan.criterion != ticket.criterion:
+        return f"was chosen by criterion {plan.criterion}, but the run's criterion is {ticket.criterion}"
+    if plan.p != ticket.p:
+        return f"removes {plan.p} block(s) ({', '.join(plan.removed) or 'none'}), but the run's p is {ticket.p}"
+    # Removability is structural, so the model at its default input size shows the stages (as check_feasible).
+    dense = create_model(spec.model.name, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+    try:
+        chosen = select_blocks(
+            find_blocks(dense), plan.scores, p=ticket.p,
+            protect=parse_protect(ticket.protect), min_per_stage=ticket.min_per_stage,
+        ).removed
+    except LayerLotteryError as exc:
+        return f"cannot come from the run's selection rules ({exc})"
+    if chosen != plan.removed:
+        return (
+            f"removes {', '.join(plan.removed)}, but its own scores under the run's selection rules pick "
+            f"{', '.join(chosen)}"
+        )
+    return ""
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run has come: ``finished``, ``partial`` (``epochs_done`` from its checkpoint) or ``new``."""
+
+    state: str
+    epochs_done: int | None = None
+    epochs: int | None = None
+
+    def __str__(self) -> str:
+        if self.state != "partial":
+            return self.state
+        if self.epochs_done is None:
+            return "partial (checkpoint unreadable)"
+        return f"partial (epoch {self.epochs_done} of {self.epochs})"
+
+
+def run_progress(run_dir: RunDir) -> RunProgress:
+    """Whether ``run_dir`` is finished, started or new, reading only its last checkpoint's epoch counter.
+
+    Meant for ``--dry-run``: it never raises; a checkpoint that cannot be read shows as partial without an
+    epoch (the run itself says what is wrong with it).
+    """
+    from layerlottery.training.checkpoint import checkpoint_path
+
+    epochs = run_dir.spec.train.epochs
+    if run_dir.is_finished():
+        return RunProgress("finished", epochs, epochs)
+    if not run_dir.path.exists():
+        return RunProgress("new", 0, epochs)
+    last = checkpoint_path(run_dir.checkpoints)
+    if not last.is_file():  # prepared (or scored) but no epoch finished yet
+        return RunProgress("partial", run_dir.spec.start_epoch, epochs)
+    try:
+        # mmap: only the small header and the counter are read, not the weights and optimizer state.
+        state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        done = int(state["epoch"])
+    except Exception:  # any unreadable file: shown, not fixed, here
+        return RunProgress("partial", None, epochs)
+    return RunProgress("partial", done, epochs)

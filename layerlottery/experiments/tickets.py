@@ -7,14 +7,16 @@ its theta_0 weights. Every run is idempotent and resumable (see :mod:`layerlotte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from layerlottery.config import ExperimentSettings
+from layerlottery.config import DataSettings, ExperimentSettings
 from layerlottery.criteria import get_criterion
-from layerlottery.errors import PruningError
+from layerlottery.errors import ConfigError, DataError, PruningError
+from layerlottery.experiments import lottery
 from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_at_init
 from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
@@ -22,8 +24,10 @@ from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.models.blocks import find_blocks
 from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks
+from layerlottery.threads import threads_setting
 from layerlottery.training import resolve_device, train
 from layerlottery.training.emissions import EmissionsRecorder
+from layerlottery.atomic import check_writable_folder
 
 Log = Callable[[str], None]
 
@@ -39,7 +43,10 @@ class ExperimentResult:
 
 
 def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
-    """Every run of the experiment: per seed the dense network, then each (criterion, p) ticket."""
+    """Every run of the experiment: per seed the dense network, then each (criterion, p) ticket (or, with the
+    lottery section on, each ticket after training: :func:`layerlottery.experiments.lottery.plan_runs`)."""
+    if settings.lottery.enabled:
+        return lottery.plan_runs(settings)
     specs = []
     pruning = settings.pruning
     for seed in settings.seeds:
@@ -61,6 +68,8 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
 
 def check_feasible(settings: ExperimentSettings) -> None:
     """Refuse, before any training, a p that the network's blocks and the selection rules cannot give."""
+    if settings.lottery.enabled:
+        return lottery.check_feasible(settings)  # also: the snapshots its rewind points need
     pruning = settings.pruning
     model = create_model(
         settings.model.name, shortcut=settings.model.shortcut, zero_init_residual=settings.model.zero_init_residual
@@ -74,12 +83,127 @@ def check_feasible(settings: ExperimentSettings) -> None:
         )
 
 
-def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:
-    """Run (or resume, or just read) every run of the experiment and return their results."""
+SMALL_TEST_SPLIT = 100
+"""Below this many test images an accuracy moves in steps of more than one point: said, not refused, since
+tiny test splits are fine for smoke tests but not for comparing tickets."""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` found: the runs, which still need training, and what they need."""
+
+    specs: list[RunSpec]
+    pending: list[RunSpec]
+    """The runs not finished yet, in run order."""
+    device: torch.device
+    source: DataSource | None
+    """The data, loaded once here when some run is pending (a finished experiment reads no data)."""
+    warnings: list[str]
+    """Things that do not stop the experiment but change how its numbers read, one line each."""
+
+
+def preflight(settings: ExperimentSettings, *, download: bool = True) -> Preflight:
+    """Every check that can fail before training, so a mistake costs seconds, not a half-made run directory.
+
+    Settings and feasibility of p; the device; that ``runs_dir`` takes files; the country of the carbon
+    mix; and, when some run still needs training, the data (loaded here, the run reuses it) and that every
+    class holds ``samples_per_class`` training images. ``run_experiment`` and ``run --dry-run`` both call it.
+    With ``download=False`` (a dry run) data that is not on disk yet is not fetched: that is said in
+    ``warnings`` and its checks wait for the run.
+    """
     settings.validate()
     check_feasible(settings)
+    device = resolve_device(settings.train.device)
+    threads_setting()  # a bad LAYERLOTTERY_THREADS is refused here, not once the first run has begun
+    check_writable_folder(settings.runs_dir, "runs_dir")
+    _check_carbon(settings)
     specs = plan_runs(settings)
-    source: DataSource | None = None  # loaded on first need: a finished experiment reads no data
+    for spec in specs:  # a broken result.json or plan.json stops the experiment before any training
+        RunDir(settings.runs_dir, spec).check_files()
+    pending = [spec for spec in specs if not RunDir(settings.runs_dir, spec).is_finished()]
+    source, warnings = None, []
+    if pending:
+        offline = not download and _downloads(settings.data)
+        try:
+            source = data_source(_without_download(settings.data) if offline else settings.data)
+        except DataError as exc:
+            if not offline:
+                raise
+            warnings.append(f"note: {settings.data.name} is not on disk yet, so it was not checked; the run downloads it first ({exc})")
+        if source is not None:
+            _check_scoring_samples(settings, source, pending)
+            warnings += _test_split_warnings(source)
+    return Preflight(specs, pending, device, source, warnings)
+
+
+def _downloads(data: DataSettings) -> bool:
+    """Whether loading ``data`` may fetch files: its loader takes ``download`` and the user did not set it."""
+    from layerlottery.data.registry import list_datasets, loader_options
+
+    return data.name in list_datasets() and "download" in loader_options(data.name) and "download" not in data.options
+
+
+def _without_download(data: DataSettings) -> DataSettings:
+    return dataclasses.replace(data, options={**data.options, "download": False})
+
+
+def _check_carbon(settings: ExperimentSettings) -> None:
+    carbon = settings.carbon
+    if carbon.enabled and carbon.grid_intensity_g_per_kwh is None:
+        from layerlottery.metrics.energy import grid_intensity
+
+        try:  # CodeCarbon's offline energy-mix table (~1 s to load): refuses a country it does not hold
+            grid_intensity(carbon.country_iso_code.upper(), None)
+        except ConfigError:
+            raise ConfigError(
+                f"carbon.country_iso_code {carbon.country_iso_code!r} is not in CodeCarbon's energy-mix table; "
+                "use an ISO 3166 alpha-3 code such as USA, FRA or DEU, or set carbon.grid_intensity_g_per_kwh"
+            ) from None
+
+
+def _check_scoring_samples(settings: ExperimentSettings, source: DataSource, pending: list[RunSpec]) -> None:
+    """A data criterion draws samples_per_class training images of every class: refuse a class with fewer."""
+    wanted = max(
+        (spec.ticket.samples_per_class for spec in pending if spec.ticket and get_criterion(spec.ticket.criterion).needs_data),
+        default=0,
+    )
+    labels = getattr(getattr(source, "train", None), "labels", None)
+    if not wanted or labels is None:  # an image folder: its classes are only known by walking it; checked when scoring
+        return
+    counts = torch.bincount(labels, minlength=source.num_classes)
+    fewest = int(counts.min())
+    if fewest < wanted:
+        setting = "lottery.samples_per_class" if settings.lottery.enabled else "pruning.samples_per_class"
+        raise DataError(
+            f"{setting} is {wanted} but class {int(counts.argmin())} of {settings.data.name} holds "
+            f"only {fewest} training images; set {setting}={fewest} or less"
+        )
+
+
+def _test_split_warnings(source: DataSource) -> list[str]:
+    test = getattr(source, "test", None)
+    if test is None:
+        return []
+    size = len(test)
+    if size == 0:
+        raise DataError("the test split holds no images, so no accuracy can be measured; check data.options")
+    if size >= SMALL_TEST_SPLIT:
+        return []
+    return [
+        f"warning: the test split holds only {size} image(s), so accuracies move in steps of {100 / size:.2f} "
+        f"points; compare tickets on {SMALL_TEST_SPLIT} or more test images"
+    ]
+
+
+def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:
+    """Run (or resume, or just read) every run of the experiment and return their results.
+
+    Everything that can be checked before training is checked first (see :func:`preflight`).
+    """
+    checked = preflight(settings)
+    for warning in checked.warnings:
+        log(warning)
+    specs = checked.specs
     results, trained = [], 0
     for index, spec in enumerate(specs, start=1):
         run_dir = RunDir(settings.runs_dir, spec)
@@ -87,8 +211,8 @@ def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: 
             results.append(run_dir.read_result())
             continue
         log(f"[{index}/{len(specs)}] {spec.label}: {run_dir.path}")
-        source = source or data_source(settings.data)
-        results.append(execute_run(spec, run_dir, source, settings, progress=progress))
+        assert checked.source is not None  # loaded by preflight, since this run is pending
+        results.append(execute_run(spec, run_dir, checked.source, settings, progress=progress))
         trained += 1
     return ExperimentResult(settings, results, trained)
 
@@ -108,7 +232,7 @@ def execute_run(
     )
     outcome = train(
         model, train_loader, spec.train, eval_loader=test_loader, checkpoint_dir=run_dir.checkpoints,
-        callbacks=[emissions], progress=progress, seed=spec.seed,
+        callbacks=[emissions], progress=progress, seed=spec.seed, start_epoch=spec.start_epoch,
     )
     energy = emissions.totals(outcome.history)
     result = {
@@ -124,6 +248,7 @@ def execute_run(
         "test_loss": outcome.final_test_loss,
         "epochs": outcome.epochs,
         "train_seconds": outcome.train_seconds,
+        **outcome.timing_record(),  # per-epoch seconds, the typical epoch, the disturbance mark, CPU threads
         "images_per_second": outcome.images_per_second,
         "compile_seconds": outcome.compile_seconds,
         "peak_memory_bytes": outcome.peak_memory_bytes,
@@ -132,6 +257,7 @@ def execute_run(
         "params": count_params(model),
         "device": str(device),
         **energy,
+        **(lottery.result_fields(spec) if spec.lottery is not None else {}),
     }
     run_dir.write_result(result, outcome.history)
     return result
@@ -146,8 +272,10 @@ def _initial_model(
     )
     if spec.ticket is None:
         return initial_model(spec.model.name, options, spec.seed, device), None
+    if spec.lottery is not None:  # after training: trained weights scored, kept weights rewound
+        return lottery.lottery_ticket(spec, run_dir, source, device)
     if run_dir.plan_file.is_file():  # resuming: the same theta_0, the same blocks, no rescoring
-        plan = RemovalPlan.load(run_dir.plan_file)
+        plan = run_dir.read_plan()  # refused if edited or another run's
         return remove_blocks(initial_model(spec.model.name, options, spec.seed, device), plan), plan
     ticket = spec.ticket
     needs_data = get_criterion(ticket.criterion).needs_data

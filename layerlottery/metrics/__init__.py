@@ -1,29 +1,53 @@
-"""Cost accounting: MACs, FLOPs and parameters."""
+"""Cost accounting and comparisons: MACs/FLOPs/parameters, wall-clock and peak memory, energy/CO2, CKA.
 
-from layerlottery.metrics.macs import count_flops, count_macs, count_params, flops_by_module
+Names are imported on first use (PEP 562), so code that only reads finished results (``layerlottery
+report``) does not load torch.
+"""
 
-__all__ = ["count_flops", "count_macs", "count_params", "flops_by_module"]
+from __future__ import annotations
 
-# Energy/CO2 (CodeCarbon, offline; imported lazily inside) and wall-clock/peak-memory timing.
-from layerlottery.metrics.energy import EnergyMeter, EnergyReport, co2_reduction, energy_reduction  # noqa: E402
-from layerlottery.metrics.timing import (  # noqa: E402
-    Stopwatch,
-    TimingStats,
-    measure,
-    peak_memory,
-    reset_peak_memory,
-    speedup,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ += [
-    "EnergyMeter",
-    "EnergyReport",
-    "co2_reduction",
-    "energy_reduction",
-    "Stopwatch",
-    "TimingStats",
-    "measure",
-    "peak_memory",
-    "reset_peak_memory",
-    "speedup",
-]
+_EXPORTS = {
+    # MACs, FLOPs and parameters (PyTorch's FlopCounterMode)
+    "count_flops": "layerlottery.metrics.macs",
+    "count_macs": "layerlottery.metrics.macs",
+    "count_params": "layerlottery.metrics.macs",
+    "flops_by_module": "layerlottery.metrics.macs",
+    # representation similarity between two networks (linear CKA, Kornblith et al. 2019)
+    "LinearCKAAccumulator": "layerlottery.metrics.cka",
+    "linear_cka": "layerlottery.metrics.cka",
+    "penultimate_cka": "layerlottery.metrics.cka",
+    # energy/CO2 (CodeCarbon, offline) and wall-clock/peak-memory timing
+    "EnergyMeter": "layerlottery.metrics.energy",
+    "EnergyReport": "layerlottery.metrics.energy",
+    "co2_reduction": "layerlottery.metrics.energy",
+    "energy_reduction": "layerlottery.metrics.energy",
+    "Stopwatch": "layerlottery.metrics.timing",
+    "TimingStats": "layerlottery.metrics.timing",
+    "measure": "layerlottery.metrics.timing",
+    "peak_memory": "layerlottery.metrics.timing",
+    "reset_peak_memory": "layerlottery.metrics.timing",
+    "speedup": "layerlottery.metrics.timing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from layerlottery.metrics.cka import LinearCKAAccumulator, linear_cka, penultimate_cka
+    from layerlottery.metrics.energy import EnergyMeter, EnergyReport, co2_reduction, energy_reduction
+    from layerlottery.metrics.macs import count_flops, count_macs, count_params, flops_by_module
+    from layerlottery.metrics.timing import Stopwatch, TimingStats, measure, peak_memory, reset_peak_memory, speedup
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layerlottery.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

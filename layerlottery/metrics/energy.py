@@ -35,11 +35,19 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from layerlottery.errors import ConfigError
 
-__all__ = ["EnergyMeter", "EnergyReport", "MEASURED_SOURCES", "co2_reduction", "energy_reduction"]
+__all__ = [
+    "EnergyMeter",
+    "EnergyReport",
+    "MEASURED_SOURCES",
+    "all_measured",
+    "co2_reduction",
+    "describe_energy_sources",
+    "energy_reduction",
+]
 
 # energy_source values that come from hardware counters or power sensors, not from a model.
 MEASURED_SOURCES = frozenset(
@@ -103,7 +111,7 @@ def _validate_country(country_iso_code: str) -> str:
     return country_iso_code.upper()
 
 
-def _grid_intensity(country: str, region: str | None) -> float:
+def grid_intensity(country: str, region: str | None) -> float:
     """g CO2eq/kWh for ``country`` (and ``region``) from CodeCarbon's bundled tables, offline.
 
     CodeCarbon silently falls back to the world average for an unknown country and to the country mix
@@ -167,6 +175,55 @@ def all_measured(source: Mapping[str, str | None]) -> bool:
     return bool(present) and all(
         all(part in MEASURED_SOURCES for part in label.split("+")) for label in present
     )
+
+
+# How each energy_source label reads in a report: where a measured number came from, or how it was estimated.
+_SOURCE_WORDS = {
+    "rapl": "RAPL counters",
+    "windows_emi": "Windows energy counters",
+    "intel_power_gadget": "Intel Power Gadget",
+    "powermetrics": "powermetrics",
+    "raspberry_pmic": "the Raspberry Pi's PMIC",
+    "nvml": "NVML",
+    "amdsmi": "AMD SMI",
+    "tdp_estimate": "CodeCarbon's estimate from the processor's TDP and load",
+    "constant_estimate": "CodeCarbon's estimate, a fixed share of the processor's TDP",
+    "estimate": "CodeCarbon's estimate",
+}
+_COMPONENT_NAMES = {"cpu": "CPU", "gpu": "GPU", "ram": "RAM"}
+
+
+def describe_energy_sources(sources: Mapping[str, Iterable[str | None] | str | None]) -> str:
+    """One sentence saying which components' energy was measured and which estimated, and how.
+
+    ``sources`` maps a component ("cpu", "gpu", "ram") to its ``energy_source`` label, or to the labels of
+    several runs (a component read from a counter in some runs and estimated in others counts as estimated).
+    E.g. ``{"cpu": "tdp_estimate", "gpu": "nvml", "ram": "estimate"}`` gives "Energy measured: GPU (NVML);
+    estimated: CPU (CodeCarbon's estimate from the processor's TDP and load), RAM (CodeCarbon's estimate
+    from the memory size)." Empty when no component was tracked.
+    """
+    measured, estimated = [], []
+    for component, labels in sources.items():
+        found = sorted({labels} if isinstance(labels, str) else {label for label in labels or () if label})
+        if not found:
+            continue
+        words = " / ".join(_label_words(component, label) for label in found)
+        part = f"{_COMPONENT_NAMES.get(component, component)} ({words})"
+        (measured if all(all_measured({component: label}) for label in found) else estimated).append(part)
+    clauses = ([f"measured: {', '.join(measured)}"] if measured else []) + (
+        [f"estimated: {', '.join(estimated)}"] if estimated else []
+    )
+    return f"Energy {'; '.join(clauses)}." if clauses else ""
+
+
+def _label_words(component: str, label: str) -> str:
+    if "+" in label:  # several GPUs of different kinds
+        return " + ".join(_label_words(component, part) for part in label.split("+"))
+    if label == "estimate" and component == "ram":
+        return "CodeCarbon's estimate from the memory size"
+    if label.startswith("unknown:"):
+        return f"an unrecognised source {label.split(':', 1)[1]}"
+    return _SOURCE_WORDS.get(label, label)
 
 
 def _sync_cuda() -> None:
@@ -241,7 +298,7 @@ class EnergyMeter:
         if grid_intensity_g_per_kwh is not None:
             self.grid_intensity_g_per_kwh = float(grid_intensity_g_per_kwh)
         else:
-            self.grid_intensity_g_per_kwh = _grid_intensity(self.country_iso_code, self.region)
+            self.grid_intensity_g_per_kwh = grid_intensity(self.country_iso_code, self.region)
             if self.region is not None:
                 self.intensity_source = "codecarbon_region"
         # Detect hardware now (about a second, cached per process) so it is not billed to the first

@@ -4,6 +4,9 @@ CUDA kernels are queued and return at once, so reading the clock without synchro
 launch, not the work. Every measurement here synchronizes the given CUDA device before each clock
 read; on the CPU nothing is needed. Times come from ``time.perf_counter`` (looked up at call time, so
 tests can substitute a fake clock).
+
+A training run's epochs are summarized by :func:`run_timing`: its typical epoch, which one disturbed stretch
+(another process taking a core) cannot swing, and whether such a stretch visibly happened.
 """
 
 from __future__ import annotations
@@ -14,21 +17,36 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is used, so reports can read timings without loading it
+    import torch
 
 from layerlottery.errors import ConfigError
 
-__all__ = ["Stopwatch", "TimingStats", "measure", "peak_memory", "reset_peak_memory", "speedup"]
+__all__ = [
+    "DISTURBED_FACTOR",
+    "RunTiming",
+    "Stopwatch",
+    "TimingStats",
+    "measure",
+    "peak_memory",
+    "reset_peak_memory",
+    "run_timing",
+    "speedup",
+]
 
 
 def _device(device: torch.device | str | None) -> torch.device:
+    import torch
+
     return torch.device("cpu") if device is None else torch.device(device)
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -154,6 +172,8 @@ def peak_memory(device: torch.device | str | None) -> tuple[int, str]:
     """
     dev = _device(device)
     if dev.type == "cuda":
+        import torch
+
         return int(torch.cuda.max_memory_allocated(dev)), "cuda_allocated"
     try:
         import resource
@@ -171,6 +191,8 @@ def reset_peak_memory(device: torch.device | str | None) -> None:
     """Restart peak tracking on CUDA; a no-op on the CPU, whose peak RSS is a lifetime high-water mark."""
     dev = _device(device)
     if dev.type == "cuda":
+        import torch
+
         torch.cuda.reset_peak_memory_stats(dev)
 
 
@@ -180,3 +202,51 @@ def speedup(dense_seconds: float, ticket_seconds: float) -> float:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
     return dense_seconds / ticket_seconds
+
+
+DISTURBED_FACTOR = 3.0
+"""An epoch that took more than this many times the run's typical (median) epoch marks its timing as disturbed.
+
+Epochs of one run do the same work. In 6-epoch runs of the quickstart's network on a 2-core machine that other
+jobs kept busy (load 6-8), the slowest epoch took 1.2-2.9x the typical one, the first epoch no more than the
+rest; the stall reported in issue 11 was 100x, and a team of spinning OpenMP threads beside a busy process
+makes steps 11-22x slower (``benchmarks/results/threads_under_load.md``). 3x lets ordinary sharing pass and
+marks the stalls.
+"""
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """Training time of one run as a statistic that one disturbed stretch cannot swing.
+
+    ``typical_epoch_s`` is the lower median of the per-epoch training times: an epoch that really ran, and
+    for two epochs the faster one, since a disturbance only ever adds time. ``disturbed`` is True when the
+    slowest epoch took more than ``factor`` x that median (``slowest_ratio``); the typical time is then still
+    sound unless half the epochs were hit, but the run's totals (seconds, energy, CO2) are not.
+    """
+
+    typical_epoch_s: float
+    slowest_ratio: float
+    disturbed: bool
+    epochs: int
+    factor: float = DISTURBED_FACTOR
+
+    def to_record(self) -> dict[str, Any]:
+        """The fields a run's result keeps (``result.json``)."""
+        return {
+            "typical_epoch_seconds": self.typical_epoch_s,
+            "slowest_epoch_ratio": self.slowest_ratio,
+            "timing_disturbed": self.disturbed,
+        }
+
+
+def run_timing(epoch_seconds: Sequence[float], factor: float = DISTURBED_FACTOR) -> RunTiming:
+    """The typical epoch time of a run and whether one of its epochs was visibly disturbed (see :class:`RunTiming`)."""
+    seconds = [float(s) for s in epoch_seconds]
+    if not seconds or not all(math.isfinite(s) and s > 0 for s in seconds):
+        raise ConfigError(f"epoch times must be positive numbers of seconds, got {list(epoch_seconds)!r}")
+    if not (math.isfinite(factor) and factor > 1):
+        raise ConfigError(f"the disturbance factor must be a number > 1, got {factor!r}")
+    typical = statistics.median_low(seconds)
+    slowest = max(seconds) / typical
+    return RunTiming(typical_epoch_s=typical, slowest_ratio=slowest, disturbed=slowest > factor, epochs=len(seconds), factor=factor)

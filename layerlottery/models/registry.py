@@ -10,23 +10,27 @@ from layerlottery.errors import ConfigError
 
 ModelFactory = Callable[..., nn.Module]
 _MODELS: dict[str, ModelFactory] = {}
+_HIDDEN: set[str] = set()
+"""Models that work like any other but are not offered to users (tiny fixtures for the tests)."""
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator that registers a model factory under ``name``."""
+def register_model(name: str, *, hidden: bool = False) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator that registers a model factory under ``name``; ``hidden`` keeps it out of listings."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         _MODELS[name] = factory
+        if hidden:
+            _HIDDEN.add(name)
         return factory
 
     return decorator
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
-    return sorted(_MODELS)
+def list_models(*, include_hidden: bool = False) -> list[str]:
+    """Names accepted by :func:`create_model`, sorted; the hidden test fixtures only with ``include_hidden``."""
+    return sorted(name for name in _MODELS if include_hidden or name not in _HIDDEN)
 
 
 def create_model(name: str, **options: object) -> nn.Module:

@@ -9,28 +9,58 @@ from pathlib import Path
 from typing import Any
 
 from layerlottery.errors import DataError
+from layerlottery.reports.results import read_result_file
+
+SKIP_HINT = "move the run folder away to report the rest (or delete it and rerun to retrain it)"
 
 
 def collect_runs(runs_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     """``{experiment description: [result, ...]}`` for every finished run under ``runs_dir``.
 
-    Runs belong together when everything but their seed and ticket is the same, so tickets are always
-    compared with dense runs trained the same way. Unfinished runs (no ``result.json``) are left out.
+    Runs belong together when everything but their seed and ticket (at initialization or after training,
+    which names its seed's dense run) is the same, so tickets are always
+    compared with dense runs trained the same way. Unfinished runs (no ``result.json``) are left out. A run
+    folder whose ``settings.json`` or ``result.json`` is broken stops the report with a DataError naming it.
     """
     root = Path(runs_dir)
     if not root.is_dir():
         raise DataError(f"runs directory {root} does not exist")
     groups: dict[str, list[dict[str, Any]]] = {}
     for result_file in sorted(root.glob("*/result.json")):
-        try:
-            record = json.loads((result_file.parent / "settings.json").read_text())
-            result = json.loads(result_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{result_file.parent} is unreadable ({exc}); move it away to report the rest") from None
-        shared = {k: v for k, v in record["hashed"].items() if k not in ("seed", "ticket")}
+        record = read_settings_record(result_file.parent / "settings.json")
+        result = read_result_file(result_file, record["settings"], hint=SKIP_HINT)
+        shared = {k: v for k, v in record["hashed"].items() if k not in ("seed", "ticket", "lottery")}
         settings = record["settings"]
         label = f"{settings['model']['name']} on {settings['data']['name']}, {settings['train']['epochs']} epochs"
         digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
         key = f"{label} (settings {digest})"
         groups.setdefault(key, []).append(result)
     return groups
+
+
+def read_settings_record(path: Path) -> dict[str, Any]:
+    """A run's ``settings.json`` (as ``RunDir.prepare`` writes it), checked to hold what the report reads."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}); {SKIP_HINT}") from None
+    problem = _settings_problem(record)
+    if problem:
+        raise DataError(f"{path} is not a run's settings ({problem}); {SKIP_HINT}")
+    return record
+
+
+def _settings_problem(record: Any) -> str:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key in ("hashed", "settings"):
+        if not isinstance(record.get(key), dict):
+            return f"{key} is missing or not an object"
+    settings = record["settings"]
+    for section, key in (("model", "name"), ("data", "name"), ("train", "epochs")):
+        if not isinstance(settings.get(section), dict) or key not in settings[section]:
+            return f"settings.{section}.{key} is missing"
+    ticket = settings.get("ticket")
+    if ticket is not None and not (isinstance(ticket, dict) and "criterion" in ticket and "p" in ticket):
+        return "settings.ticket is neither null nor an object with criterion and p"
+    return ""

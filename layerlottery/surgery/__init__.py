@@ -2,6 +2,17 @@
 
 from layerlottery.surgery.apply import remove_blocks
 from layerlottery.surgery.export import export_program, load_pruned, save_pruned
+from layerlottery.surgery.filters import (
+    FilterPlan,
+    FilterTicket,
+    apply_filter_plan,
+    count_filters,
+    filter_sites,
+    filter_ticket_at_init,
+    filters_to_remove_for,
+    remove_filters,
+    select_filters,
+)
 from layerlottery.surgery.plan import RemovalPlan
 from layerlottery.surgery.select import (
     candidate_blocks,
@@ -12,7 +23,16 @@ from layerlottery.surgery.select import (
 )
 
 __all__ = [
+    "FilterPlan",
+    "FilterTicket",
     "RemovalPlan",
+    "apply_filter_plan",
+    "count_filters",
+    "filter_sites",
+    "filter_ticket_at_init",
+    "filters_to_remove_for",
+    "remove_filters",
+    "select_filters",
     "candidate_blocks",
     "export_program",
     "load_pruned",

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from layerlottery.errors import ConfigError, DataError
+from layerlottery.errors import ConfigError, DataError, LayerLotteryError
 from layerlottery.atomic import atomic_write
 from layerlottery.metrics.macs import example_input, inference_mode_of, resolve_input_shape
 from layerlottery.surgery.apply import remove_blocks
@@ -44,10 +44,43 @@ def load_pruned(
         raise DataError(f"{path} is not a readable layerlottery pruned model ({type(exc).__name__}: {exc})"[:300]) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path} was not written by layerlottery.save_pruned")
-    plan = RemovalPlan.from_dict(payload["plan"])
-    pruned = remove_blocks(model, plan) if model is not None else plan.build_model()
-    pruned.load_state_dict(payload["state_dict"])
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise DataError(f"{path} holds no weights (its state_dict is missing or not tensors); save it again")
+    try:
+        plan = RemovalPlan.from_dict(payload.get("plan"))
+        pruned = remove_blocks(model, plan) if model is not None else plan.build_model()
+    except LayerLotteryError as exc:  # the same mistake, said about this file
+        raise type(exc)(f"{path}: {exc}") from None
+    _check_weights_fit(pruned, state, path)
+    pruned.load_state_dict(state)
     return pruned, plan
+
+
+def _check_weights_fit(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse, naming a few tensors, weights that ``load_state_dict`` would refuse with a long RuntimeError."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    if missing or unexpected:
+        parts = [f"{len(missing)} the model needs are missing ({_first(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} have no place in it ({_first(unexpected)})"] if unexpected else []
+        raise DataError(
+            f"the weights in {path} do not fit the network its plan builds: {'; '.join(parts)}; "
+            "was the plan edited, or a different dense model passed?"
+        )
+    wrong = [key for key, value in state.items() if value.shape != expected[key].shape]
+    if wrong:
+        key = wrong[0]
+        raise DataError(
+            f"the weights in {path} do not fit the network its plan builds: {key} is {tuple(state[key].shape)} "
+            f"in the file but {tuple(expected[key].shape)} in the model ({len(wrong)} tensor(s) differ); "
+            "build the dense model with the options it was saved with"
+        )
+
+
+def _first(keys: list[str], count: int = 3) -> str:
+    return ", ".join(keys[:count]) + (", ..." if len(keys) > count else "")
 
 
 def export_program(

@@ -67,6 +67,7 @@ def select_blocks(
     min_per_stage: int = 2,
     model: str | None = None,
     model_options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
 ) -> RemovalPlan:
     """Pick the blocks to remove, lowest score first, and return the removal plan.
 
@@ -74,7 +75,8 @@ def select_blocks(
     blocks (rounded to the nearest count), or a ``mac_reduction`` (fraction of the dense MACs to remove at
     least: blocks are taken in score order until the removed MACs reach it). ``scores`` maps every candidate block's name to
     a number, lower = less important (a :class:`~layerlottery.criteria.BlockScores` also records the
-    criterion in the plan). ``model``/``model_options`` name a registered architecture so the plan replays.
+    criterion in the plan). ``model``/``model_options`` name a registered architecture so the plan replays,
+    and ``seed`` (the one theta_0 was drawn from, see ``initial_model``) makes it replay theta_0 exactly.
     """
     targets = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
     given = [key for key, value in targets.items() if value is not None]
@@ -143,6 +145,7 @@ def select_blocks(
         pruned_macs=blocks.total_macs - removed_macs,
         dense_params=blocks.total_params,
         pruned_params=blocks.total_params - sum(block.params for block in removed),
+        seed=seed,
     )
 
 

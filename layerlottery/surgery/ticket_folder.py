@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from layerlottery.atomic import atomic_directory, refuse_working_folder
+from layerlottery.atomic import atomic_directory, check_writable_folder, refuse_working_folder
 from layerlottery.errors import DataError, LayerLotteryError
 from layerlottery.surgery.plan import RemovalPlan
 
@@ -38,13 +38,7 @@ def check_ticket_destination(out_dir: str | os.PathLike, overwrite: bool) -> Non
         if not overwrite:
             raise DataError(f"{path} already exists; choose another --out or pass --overwrite")
         _check_replaceable(path)
-    parent = path.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DataError(f"--out {path}: {parent} is a file, not a folder; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(f"--out {path}: {parent} is not writable; choose another --out")
+    check_writable_folder(path.resolve().parent, f"--out {path}:")
 
 
 def _check_replaceable(path: Path) -> None:

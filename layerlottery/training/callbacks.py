@@ -68,6 +68,9 @@ class TrainState:
     peak_memory_kind: str = "unavailable"
     resumed_from: int | None = None
     """The completed epoch this call resumed from, or None for a fresh start."""
+    start_epoch: int = 0
+    """The epoch the run began after (a rewound ticket trains epochs ``start_epoch + 1 ..``); ``history``
+    holds the rows of the epochs this run trained, ``epoch - start_epoch`` of them."""
 
     @property
     def finished(self) -> bool:
@@ -76,7 +79,10 @@ class TrainState:
 
     def run_key(self) -> str:
         """Canonical JSON of what makes two runs the same: result-affecting settings and the seed."""
-        return json.dumps({"train": hashed_dict(self.settings), "seed": self.seed}, sort_keys=True)
+        key: dict[str, Any] = {"train": hashed_dict(self.settings), "seed": self.seed}
+        if self.start_epoch:  # only when set, so the checkpoints of runs from epoch 0 keep their key
+            key["start_epoch"] = self.start_epoch
+        return json.dumps(key, sort_keys=True)
 
     def to_checkpoint(self) -> dict[str, Any]:
         """Everything needed to resume bitwise-identically, as tensors and plain data."""
@@ -130,7 +136,7 @@ class TrainState:
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"checkpoint {path} is corrupt ({reason}); delete it to start over") from None
-        if not 0 <= self.epoch <= self.settings.epochs or len(self.history) != self.epoch:
+        if not self.start_epoch <= self.epoch <= self.settings.epochs or len(self.history) != self.epoch - self.start_epoch:
             raise CheckpointError(
                 f"checkpoint {path} is corrupt (epoch {self.epoch} with {len(self.history)} history rows); "
                 f"delete it to start over"

@@ -82,7 +82,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     if missing:
         raise ValueError(f"a training checkpoint needs the keys {', '.join(missing)}")  # a bug in the caller
     payload = {**state, "format": CHECKPOINT_FORMAT}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return _write(path, payload, what="checkpoint")
 
 
 def load_checkpoint(
@@ -98,7 +98,7 @@ def load_checkpoint(
     truncated, holds arbitrary pickled objects, or is not a layerlottery training checkpoint.
     """
     path = Path(path)
-    data = _read(path, map_location, what="checkpoint")
+    data = read_checkpoint_file(path, map_location, what="checkpoint")
     if data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a layerlottery training checkpoint (format {data.get('format')!r}, "
@@ -123,7 +123,22 @@ def save_snapshot(path: str | os.PathLike[str], model: nn.Module, epoch: int) ->
         "fingerprint": model_fingerprint(model),
         "model": model.state_dict(),
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return _write(path, payload, what="snapshot")
+
+
+def _write(path: str | os.PathLike[str], payload: Mapping[str, Any], what: str) -> Path:
+    """torch.save through atomic_write; a failed write (a full disk, above all) is one CheckpointError line.
+
+    torch reports a full disk as a RuntimeError from its zip writer ("file write failed"), Python as an
+    OSError (ENOSPC); either way the temporary file is gone and the previous checkpoint is intact.
+    """
+    try:
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"could not write the {what} {path} ({_first_line(exc)}); free space on that disk (or check it is "
+            f"writable) and rerun: training resumes from the last checkpoint written"
+        ) from None
 
 
 def load_snapshot(path: str | os.PathLike[str], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
@@ -132,7 +147,7 @@ def load_snapshot(path: str | os.PathLike[str], model: nn.Module | None = None) 
     Raises :class:`CheckpointError` when the file is unreadable, not a snapshot, or of another architecture.
     """
     path = Path(path)
-    data = _read(path, "cpu", what="snapshot")
+    data = read_checkpoint_file(path, "cpu", what="snapshot")
     if data.get("format") != SNAPSHOT_FORMAT or not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path} is not a layerlottery rewind snapshot; delete it or point to another file")
     if model is not None:
@@ -161,7 +176,7 @@ def restore_rng(states: Mapping[str, torch.Tensor], device: torch.device) -> Non
         torch.cuda.set_rng_state(states["cuda"].cpu(), device)
 
 
-def _read(path: Path, map_location: torch.device | str | None, what: str) -> dict[str, Any]:
+def read_checkpoint_file(path: Path, map_location: torch.device | str | None, what: str) -> dict[str, Any]:
     """torch.load with weights_only=True; every failure becomes one CheckpointError line."""
     if not path.is_file():
         raise CheckpointError(f"no {what} at {path}; check the path")

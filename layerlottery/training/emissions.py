@@ -48,13 +48,15 @@ class EmissionsRecorder(Callback):
         self._measured_so_far = (energy, emissions)
 
     def totals(self, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Energy and CO2 of the whole training from its history rows, and how they were obtained."""
+        """Energy and CO2 of the whole training (and of each epoch) from its history rows, and how they were obtained."""
         energies = [row.get("energy_kwh") for row in history]
         if not self.meter.enabled or any(e is None for e in energies):
             return {"energy_kwh": None, "emissions_kg": None, "energy_measured": None, "energy_source": None}
         return {
             "energy_kwh": sum(energies),
             "emissions_kg": sum(row["emissions_kg"] for row in history),
+            # Per epoch too: a report compares typical epochs, which one disturbed stretch cannot swing.
+            "epoch_emissions_kg": [row["emissions_kg"] for row in history],
             "energy_measured": all_measured(self.meter.energy_source),
             "energy_source": dict(self.meter.energy_source),
             "grid_intensity_g_per_kwh": self.meter.grid_intensity_g_per_kwh,

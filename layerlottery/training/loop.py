@@ -9,6 +9,8 @@ loader included, evaluation and checkpoint writing excluded), with the device sy
 clock read. With ``compile``, every step that meets a new input shape (the first step of the run, and the
 first short last batch) triggers a compilation: those steps are timed apart as ``compile_seconds`` and
 their images are left out of images/s. The update itself still happens, so compiling changes no result.
+Each epoch's time is kept (``epoch_train_seconds``), and :attr:`TrainResult.timing` gives the typical epoch,
+which another process stalling a few epochs cannot swing, and marks a run that such a stall visibly hit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
@@ -27,6 +30,8 @@ from torch import nn
 from layerlottery.config import TrainSettings
 from layerlottery.devices import resolve_device as _resolve_device
 from layerlottery.errors import ConfigError, DataError, LayerLotteryError
+from layerlottery.metrics.timing import RunTiming, run_timing
+from layerlottery.threads import training_threads
 from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
 from layerlottery.training.checkpoint import checkpoint_path, load_checkpoint, model_fingerprint
 from layerlottery.training.optim import build_optimizer, build_scheduler
@@ -73,6 +78,12 @@ class TrainResult:
     compile_seconds: float
     resumed_from: int | None
     """The completed epoch this call resumed from (``epochs`` when it found the run finished), or None."""
+    timing: RunTiming | None = None
+    """The typical epoch time and whether a competing load visibly disturbed an epoch (see
+    :func:`~layerlottery.metrics.timing.run_timing`); None when no epoch had a timed step."""
+    cpu_threads: int | None = None
+    """torch's CPU threads during this call (``LAYERLOTTERY_THREADS`` or the caller's count); the last bits
+    of CPU results depend on it, and so does the time."""
 
     @classmethod
     def from_state(cls, state: TrainState) -> TrainResult:
@@ -91,7 +102,19 @@ class TrainResult:
             epochs=state.epoch,
             compile_seconds=state.compile_seconds,
             resumed_from=state.resumed_from,
+            timing=_run_timing(state.history),
+            cpu_threads=torch.get_num_threads(),
         )
+
+    def timing_record(self) -> dict[str, Any]:
+        """What a run's result keeps of its timing: per-epoch seconds, the typical epoch and the disturbance mark."""
+        record: dict[str, Any] = {
+            "epoch_train_seconds": [row["epoch_train_seconds"] for row in self.history],
+            "cpu_threads": self.cpu_threads,
+        }
+        if self.timing is not None:
+            record.update(self.timing.to_record())
+        return record
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,6 +167,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     seed: int = 0,
+    start_epoch: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place with SGD for ``settings.epochs`` epochs of ``train_loader``.
 
@@ -157,6 +181,11 @@ def train(
     for the 1-based epoch ``e``, and from ``eval_loader.epoch(0)`` for evaluation, done every
     ``settings.eval_every`` epochs and after the last.
 
+    ``start_epoch`` begins the run as if that many epochs had already run (a lottery ticket rewound to
+    epoch i): the epoch counter starts there, the learning-rate schedule is stepped that many times (so
+    epoch ``start_epoch + 1`` uses the rate the full run used in it) and the optimizer's momentum starts
+    fresh. Only the remaining epochs are trained and appear in the history.
+
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
         CheckpointError: ``last.pt`` is unreadable, or of another model, settings or seed.
@@ -166,6 +195,8 @@ def train(
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise DataError("the training loader yields no batches; check the training split is not empty")
+    if not 0 <= start_epoch < settings.epochs:
+        raise ConfigError(f"start_epoch must lie in 0..{settings.epochs - 1} (train.epochs = {settings.epochs}), not {start_epoch}")
     if settings.snapshot_epochs and checkpoint_dir is None:
         raise ConfigError("train.snapshot_epochs needs somewhere to write the snapshots; pass a checkpoint_dir")
     on_cuda = device.type == "cuda"
@@ -173,12 +204,15 @@ def train(
 
     model.to(device=device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = build_optimizer(model, settings)
-    state = TrainState(model, optimizer, build_scheduler(optimizer, settings), settings, device, seed=seed)
+    state = TrainState(
+        model, optimizer, build_scheduler(optimizer, settings), settings, device, seed=seed, start_epoch=start_epoch
+    )
     hooks = _hooks(settings, checkpoint_dir, callbacks)
 
     # Fork torch's generators so the caller's stream is untouched, then seed them (or restore them from
     # the checkpoint): the run is a function of its seed and resumes onto the same random stream.
-    with torch.random.fork_rng(devices=[device] if on_cuda else []):
+    # CPU threads as LAYERLOTTERY_THREADS asks (the caller's count is restored after): see layerlottery.threads.
+    with torch.random.fork_rng(devices=[device] if on_cuda else []), training_threads():
         torch.default_generator.manual_seed(seed)
         if on_cuda:
             with torch.cuda.device(device):
@@ -187,6 +221,8 @@ def train(
             path = checkpoint_path(checkpoint_dir)
             state.restore(load_checkpoint(path, device, fingerprint=model_fingerprint(model)), path)
             state.resumed_from = state.epoch
+        elif start_epoch:
+            _start_after(state, start_epoch)
         if state.finished:
             return TrainResult.from_state(state)
 
@@ -216,7 +252,7 @@ def train(
                     hook.on_epoch_end(state)
         for hook in hooks:
             hook.on_train_end(state)
-    return TrainResult.from_state(state)
+        return TrainResult.from_state(state)
 
 
 def _hooks(
@@ -231,6 +267,19 @@ def _hooks(
     if checkpoint_dir is not None:
         hooks.append(Checkpointer(Path(checkpoint_dir)))
     return hooks
+
+
+def _start_after(state: TrainState, epoch: int) -> None:
+    """Put a fresh run where the full run stood after ``epoch`` epochs: counter and learning-rate schedule.
+
+    The schedule is stepped rather than computed in closed form, so its rates are bitwise the full run's.
+    """
+    with warnings.catch_warnings():
+        # No optimizer step has run yet, which torch warns about; here that order is the point.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+        for _ in range(epoch):
+            state.scheduler.step()
+    state.epoch = epoch
 
 
 def _train_epoch(
@@ -335,6 +384,12 @@ def _synchronize(device: torch.device) -> None:
 
 def _rate(samples: int, seconds: float) -> float | None:
     return samples / seconds if samples and seconds > 0 else None
+
+
+def _run_timing(history: Sequence[dict[str, Any]]) -> RunTiming | None:
+    """Per-epoch statistics over the epochs that timed a step (with ``compile`` an epoch may time none)."""
+    seconds = [row["epoch_train_seconds"] for row in history if row.get("epoch_train_seconds", 0) > 0]
+    return run_timing(seconds) if seconds else None
 
 
 def _update_peak_memory(state: TrainState) -> None:

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from _criteria_helpers import batch, double_copy, removable_names, tiny_model
+from _criteria_helpers import assert_same, batch, double_copy, removable_names, snapshot, tiny_model
 from torch.func import functional_call
 
 from layerlottery.criteria import ClassBalanceWarning, hessian_gradient_product, score_blocks
@@ -143,3 +143,71 @@ def test_grasp_warns_when_a_class_has_too_few_samples():
     labels[labels == 3] = 4  # class 3 is absent
     with pytest.warns(ClassBalanceWarning, match=r"3 \(0\)"):
         score_blocks(tiny_model(), "grasp", (inputs, labels), samples_per_class=1)
+
+
+# ------------------------------------------------------- the reference code's behaviours, as options
+
+
+def _by_hand_halves_scores(model, inputs, labels, temperature):
+    """GraSP over two class-sorted halves, each forwarded on its own (own BN batch statistics), by hand.
+
+    g = grad of the mean loss over the whole sample, summed from the halves; H g = sum over halves of
+    d/dw (g . grad of that half's share of the mean loss); block score = sum of w * H g over the block.
+    """
+    work = copy.deepcopy(model).train()
+    weights = _weights(work)
+    params = list(weights.values())
+    order = torch.sort(labels, stable=True).indices
+    x, y = inputs[order], labels[order]
+    halves = [(x[: len(y) // 2], y[: len(y) // 2]), (x[len(y) // 2 :], y[len(y) // 2 :])]
+
+    def share(half):  # this half's part of the mean loss over all samples
+        hx, hy = half
+        return F.cross_entropy(work(hx) / temperature, hy, reduction="sum") / len(y)
+
+    g = [sum(parts) for parts in zip(*(torch.autograd.grad(share(h), params) for h in halves))]
+    hg = [torch.zeros_like(p) for p in params]
+    for half in halves:
+        grads = torch.autograd.grad(share(half), params, create_graph=True)
+        for acc, part in zip(hg, torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, grads)), params)):
+            acc += part
+    products = dict(zip(weights, hg))
+    return {
+        block: sum(float((weights[n].detach() * products[n]).sum()) for n in weights if n.startswith(block + "."))
+        for block in removable_names(model)
+    }
+
+
+def test_halves_score_is_the_sum_of_the_two_class_sorted_halves():
+    model = double_copy(tiny_model())
+    inputs, labels = batch(20, seed=3, dtype=torch.float64)  # shuffled labels: the criterion must sort them
+    scores = score_blocks(model, "grasp", (inputs, labels), samples_per_class=None, halves=True, temperature=7.0)
+    expected = _by_hand_halves_scores(model, inputs, labels, 7.0)
+    for block, value in expected.items():
+        assert scores[block] == pytest.approx(value, rel=1e-9)
+    # Separate BN statistics per half are a different computation from one batch.
+    whole = score_blocks(model, "grasp", (inputs, labels), samples_per_class=None, temperature=7.0)
+    assert all(abs(whole[b] - scores[b]) > 1e-9 * abs(scores[b]) for b in expected)
+    assert scores.options["halves"] is True
+
+
+def test_reinit_head_leaves_the_model_alone_and_is_reproducible_with_its_seed():
+    model = tiny_model()
+    data = batch(20, seed=3)
+    before = snapshot(model)
+    default = score_blocks(model, "grasp", data, samples_per_class=None)
+    first = score_blocks(model, "grasp", data, samples_per_class=None, reinit_head=True, seed=1)
+    assert_same(before, snapshot(model))  # the head was re-initialized in the scoring copy only
+    assert dict(first) != dict(default)
+    assert dict(score_blocks(model, "grasp", data, samples_per_class=None, reinit_head=True, seed=1)) == dict(first)
+    assert dict(score_blocks(model, "grasp", data, samples_per_class=None, reinit_head=True, seed=2)) != dict(first)
+    # Without reinit_head, the seed changes nothing.
+    assert dict(score_blocks(model, "grasp", data, samples_per_class=None, seed=2)) == dict(default)
+    # The re-initialized head is Xavier normal from the seed: checked through its own helper on a copy.
+    from layerlottery.criteria.grasp import reinitialize_head
+
+    head_copy = copy.deepcopy(model)
+    reinitialize_head(head_copy, 1)
+    expected = torch.empty_like(model.fc.weight)
+    torch.nn.init.xavier_normal_(expected, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(head_copy.fc.weight, expected) and torch.equal(head_copy.fc.bias, model.fc.bias)

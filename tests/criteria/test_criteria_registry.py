@@ -29,6 +29,9 @@ DEFAULTS = {
         "temperature": 200.0,
         "samples_per_class": 10,
         "variant": "reference",
+        "halves": False,
+        "reinit_head": False,
+        "seed": 0,
     },
     "synflow": {"aggregation": "sum", "bn_mode": "eval", "iterative": False, "rounds": None},
 }

@@ -86,7 +86,7 @@ def test_extracted_folder_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_wrong_checksum(tmp_path: Path) -> None:
     make_archive(tmp_path)  # the real md5 stays in place, so the fake archive does not match it
-    with pytest.raises(DataError, match="wrong checksum; delete it and download again"):
+    with pytest.raises(DataError, match=r"wrong checksum \(expected MD5 c58f3.*\); delete it and download again"):
         get_dataset("cifar10", "train", data_dir=tmp_path)
     assert not (tmp_path / "cifar-10-batches-py").exists()
 
@@ -99,13 +99,15 @@ def test_download_when_missing_uses_official_url(tmp_path: Path, monkeypatch: py
 
     def fake_download(url: str, root: Path, filename: str, expected_md5: str) -> None:
         calls.append((url, Path(root), filename, expected_md5))
-        (Path(root) / filename).write_bytes((source / filename).read_bytes())
+        (Path(root) / filename).write_bytes((source / "cifar-10-python.tar.gz").read_bytes())
 
     monkeypatch.setattr(cifar, "download_archive", fake_download)
     root = tmp_path / "cache"
     ds = get_dataset("cifar10", "test", data_dir=root)
     assert len(ds) == PER_BATCH
-    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", root, "cifar-10-python.tar.gz", md5)]
+    # Fetched under a temporary name, then renamed into place: nothing else is left in the folder.
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", root, ".cifar-10-python.tar.gz.part", md5)]
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
 
 
 def test_network_failure_says_where_to_put_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,15 +116,15 @@ def test_network_failure_says_where_to_put_archive(tmp_path: Path, monkeypatch: 
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(cifar, "download_archive", failing)
-    with pytest.raises(DataError, match="place the archive at .*cifar-100-python.tar.gz by hand") as info:
+    with pytest.raises(DataError, match="no route to host.*place it at .*cifar-100-python.tar.gz by hand") as info:
         get_dataset("cifar100", "train", data_dir=tmp_path)
     assert "\n" not in str(info.value)
-    assert not (tmp_path / "cifar-100-python.tar.gz").exists()  # no partial file to trip the next run
+    assert list(tmp_path.iterdir()) == []  # no partial file to trip the next run
 
 
 def test_missing_archive_without_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cifar, "download_archive", no_download)
-    with pytest.raises(DataError, match="not found at .*cifar-10-python.tar.gz"):
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz not found in .*allow downloading"):
         get_dataset("cifar10", "train", data_dir=tmp_path, download=False)
 
 

@@ -13,9 +13,12 @@ from layerlottery.metrics.energy import (
     MEASURED_SOURCES,
     EnergyMeter,
     EnergyReport,
+    all_measured,
     co2_reduction,
+    describe_energy_sources,
     energy_reduction,
 )
+from layerlottery.training.emissions import EmissionsRecorder
 
 
 def _busy(seconds: float) -> int:
@@ -217,3 +220,42 @@ def test_hardware_classification_without_the_hardware():
     assert all_measured({"cpu": "unknown:new_mode", "gpu": None, "ram": None}) is False
     empty_gpu = _fake("GPU", devices=_fake("AllGPUDevices", devices=[]))
     assert _describe_hardware([empty_gpu])["gpu"] is None
+
+
+# -- saying which parts were measured and which estimated ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        ({"cpu": "tdp_estimate", "gpu": "nvml", "ram": "estimate"},
+         "Energy measured: GPU (NVML); estimated: CPU (CodeCarbon's estimate from the processor's TDP and load), "
+         "RAM (CodeCarbon's estimate from the memory size)."),
+        ({"cpu": "rapl", "gpu": None, "ram": None}, "Energy measured: CPU (RAPL counters)."),
+        ({"cpu": "constant_estimate", "gpu": "nvml+amdsmi", "ram": "estimate"},
+         "Energy measured: GPU (NVML + AMD SMI); estimated: CPU (CodeCarbon's estimate, a fixed share of the "
+         "processor's TDP), RAM (CodeCarbon's estimate from the memory size)."),
+        ({"cpu": "unknown:quantum"}, "Energy estimated: CPU (an unrecognised source quantum)."),
+        # Several runs: one machine had RAPL, another did not, so the CPU figure is partly an estimate.
+        ({"cpu": ["rapl", "tdp_estimate", None], "ram": ["estimate"]},
+         "Energy estimated: CPU (RAPL counters / CodeCarbon's estimate from the processor's TDP and load), "
+         "RAM (CodeCarbon's estimate from the memory size)."),
+        ({"cpu": None, "gpu": []}, ""),
+    ],
+)
+def test_describe_energy_sources(sources, expected):
+    assert describe_energy_sources(sources) == expected
+
+
+def test_describe_agrees_with_the_measured_flag():
+    for label in sorted(MEASURED_SOURCES):
+        assert describe_energy_sources({"cpu": label}).startswith("Energy measured: CPU") == all_measured({"cpu": label})
+
+
+def test_the_recorder_keeps_each_epochs_emissions_and_where_the_energy_came_from():
+    recorder = EmissionsRecorder(grid_intensity_g_per_kwh=400.0)
+    history = [{"energy_kwh": 1e-6, "emissions_kg": 4e-7}, {"energy_kwh": 3e-6, "emissions_kg": 1.2e-6}]
+    totals = recorder.totals(history)
+    assert totals["epoch_emissions_kg"] == [4e-7, 1.2e-6] and totals["emissions_kg"] == pytest.approx(1.6e-6)
+    assert totals["energy_source"] == recorder.meter.energy_source and totals["energy_source"]["ram"] == "estimate"
+    assert totals["energy_measured"] == all_measured(recorder.meter.energy_source)

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from layerlottery.errors import ConfigError
-from layerlottery.metrics.timing import Stopwatch, measure, peak_memory, reset_peak_memory, speedup
+from layerlottery.metrics.timing import (
+    DISTURBED_FACTOR,
+    Stopwatch,
+    measure,
+    peak_memory,
+    reset_peak_memory,
+    run_timing,
+    speedup,
+)
 
 
 def test_stopwatch_sums_segments_and_skips_the_gaps():
@@ -102,3 +110,48 @@ def test_speedup():
         speedup(1.0, 0.0)
     with pytest.raises(ConfigError):
         speedup(float("nan"), 1.0)
+
+
+# -- a run's typical epoch and the disturbance mark ------------------------------------------------------------
+
+CLEAN_EPOCHS = [0.52, 0.40, 0.41, 0.39, 0.42, 0.40, 0.43]
+
+
+def test_typical_epoch_is_the_lower_median_and_a_clean_run_is_not_flagged():
+    timing = run_timing(CLEAN_EPOCHS)
+    assert timing.typical_epoch_s == 0.41 and timing.epochs == 7  # sorted: .39 .40 .40 [.41] .42 .43 .52
+    assert timing.slowest_ratio == pytest.approx(0.52 / 0.41)
+    assert not timing.disturbed and timing.factor == DISTURBED_FACTOR
+    # Two epochs: the faster one, since a disturbance only ever adds time.
+    assert run_timing([0.4, 40.0]).typical_epoch_s == 0.4
+
+
+@pytest.mark.parametrize("stalled", range(len(CLEAN_EPOCHS)))
+def test_one_100x_epoch_moves_the_typical_epoch_by_at_most_one_rank_and_is_flagged(stalled):
+    epochs = list(CLEAN_EPOCHS)
+    epochs[stalled] *= 100
+    timing = run_timing(epochs)
+    assert timing.disturbed and timing.slowest_ratio > 90
+    # The median can only step to its neighbour in the sorted clean times (.40 .41 .42), never towards 100x.
+    assert timing.typical_epoch_s in (0.40, 0.41, 0.42)
+    if CLEAN_EPOCHS[stalled] > 0.41:  # a stall of an epoch above the median leaves it exactly as it was
+        assert timing.typical_epoch_s == run_timing(CLEAN_EPOCHS).typical_epoch_s
+
+
+def test_the_disturbance_threshold_is_strict_and_adjustable():
+    assert not run_timing([1.0, 1.0, 3.0]).disturbed  # exactly 3x: not more than the factor
+    assert run_timing([1.0, 1.0, 3.01]).disturbed
+    assert not run_timing([1.0, 1.0, 3.01], factor=4).disturbed
+    record = run_timing([1.0, 1.0, 5.0]).to_record()
+    assert record == {"typical_epoch_seconds": 1.0, "slowest_epoch_ratio": 5.0, "timing_disturbed": True}
+
+
+@pytest.mark.parametrize("epochs", [[], [1.0, 0.0], [1.0, math.nan], [1.0, -2.0]])
+def test_run_timing_refuses_what_is_not_a_time(epochs):
+    with pytest.raises(ConfigError, match="epoch times must be positive"):
+        run_timing(epochs)
+
+
+def test_run_timing_refuses_a_factor_that_would_flag_every_run():
+    with pytest.raises(ConfigError, match="factor must be a number > 1"):
+        run_timing([1.0], factor=1.0)

@@ -43,10 +43,19 @@ def test_kaiming_init_scale():
     assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
 
 
+def test_shortcut_b_is_the_default_and_gives_the_papers_macs():
+    default = ll.create_model("cifar_resnet32")
+    assert default.shortcut_style == "B" and ll.create_model("test_resnet").shortcut_style == "B"
+    assert ll.count_macs(default) == 69_124_736  # the paper's Table 4 (option A: 68,862,592)
+    assert ll.count_macs(ll.create_model("cifar_resnet32", shortcut="A")) == 69_124_736 - 262_144
+
+
 def test_registry_lists_models_and_rejects_bad_names_and_options():
     names = ll.list_models()
-    for expected in ["cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56", "cifar_resnet110", "test_resnet"]:
-        assert expected in names
+    paper = ["cifar_resnet110", "cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56"]
+    assert names == paper  # the test fixtures are hidden from listings...
+    assert ll.list_models(include_hidden=True) == sorted([*paper, "test_plain_cnn", "test_resnet"])
+    assert isinstance(ll.create_model("test_resnet"), torch.nn.Module)  # ...but build like any other model
     with pytest.raises(ll.ConfigError, match="unknown model 'resnet33'.*cifar_resnet32"):
         ll.create_model("resnet33")
     with pytest.raises(ll.ConfigError, match="shortcut must be 'A'"):

@@ -50,3 +50,106 @@ def test_markdown_and_csv():
 def test_no_dense_run_is_an_error():
     with pytest.raises(ValueError, match="no finished dense run"):
         summarize(RESULTS[2:])
+
+
+# -- time and CO2 that one disturbed stretch cannot swing, and the marks ----------------------------------------
+
+DENSE_EPOCHS = [1.2, 1.0, 1.1, 1.0, 1.05]  # typical (lower median) 1.05 s
+TICKET_EPOCHS = [0.9, 0.7, 0.75, 0.7, 0.72]  # typical 0.72 s
+
+
+def _timed(kind, epochs, kg_per_epoch, seed=0, criterion=None, p=0, source=None):
+    run = _run(kind, seed, 0.9, sum(epochs), kg_per_epoch * len(epochs), 1000 if kind == "dense" else 800,
+               500, criterion, p)
+    run.update(epoch_train_seconds=list(epochs), epoch_emissions_kg=[kg_per_epoch * s for s in epochs])
+    if source is not None:
+        run.update(energy_source=source, energy_measured=False)
+    return run
+
+
+def _stall(epochs, epoch, factor=100):
+    stalled = list(epochs)
+    stalled[epoch] *= factor
+    return stalled
+
+
+def test_speedup_and_co2_come_from_typical_epochs_and_a_clean_run_is_not_marked():
+    dense, (row,) = summarize([_timed("dense", DENSE_EPOCHS, 2.0), _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1)])
+    assert row.speedup_mean == pytest.approx(1.05 / 0.72)  # typical epochs x 5 epochs each
+    assert row.co2_reduction_mean == pytest.approx(1 - 0.72 / 1.05)
+    assert not row.timing_disturbed and not dense.timing_disturbed
+    assert dense.typical_train_seconds_mean == pytest.approx(5 * 1.05)
+    text = to_markdown(dense, [row])
+    assert "†" not in text and "timing disturbed" not in text and "| 1.46x |" in text
+    assert "typical (lower-median) epoch x epochs" in text
+
+
+@pytest.mark.parametrize("who", ["dense", "ticket"])
+def test_a_100x_epoch_leaves_the_speedup_as_it_was_and_marks_the_row(who):
+    clean = summarize([_timed("dense", DENSE_EPOCHS, 2.0), _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1)])
+    # The stall hits the slowest epoch of one run (the quickstart's 40 s instead of 0.4 s).
+    dense_epochs = _stall(DENSE_EPOCHS, 0) if who == "dense" else DENSE_EPOCHS
+    ticket_epochs = _stall(TICKET_EPOCHS, 0) if who == "ticket" else TICKET_EPOCHS
+    dense, (row,) = summarize([_timed("dense", dense_epochs, 2.0), _timed("ticket", ticket_epochs, 2.0, criterion="snip", p=1)])
+    assert row.speedup_mean == clean[1][0].speedup_mean
+    assert row.co2_reduction_mean == clean[1][0].co2_reduction_mean
+    assert row.timing_disturbed and dense.timing_disturbed == (who == "dense")
+    # Totals would have said 0.08x or 22x; the typical epochs still say 1.46x, marked.
+    totals = sum(dense_epochs) / sum(ticket_epochs)
+    assert not 0.5 < totals < 5
+    text = to_markdown(dense, [row])
+    assert "| 1.46x † |" in text and "| 31.43 † |" in text
+    assert "† timing disturbed: an epoch of one of these runs" in text and "more than 3x the run's typical epoch" in text
+
+
+def test_a_ticket_that_emits_more_co2_is_marked_not_printed_as_a_plain_negative_percent():
+    dense, (row,) = summarize([_timed("dense", DENSE_EPOCHS, 1.0), _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1)])
+    assert row.co2_reduction_mean == pytest.approx(1 - 2 * 0.72 / 1.05)
+    text = to_markdown(dense, [row])
+    assert "| -37.14 ‡ |" in text and "‡ negative: the ticket emitted more CO2 than the dense network" in text
+
+
+def test_results_without_per_epoch_times_fall_back_to_totals_and_say_so():
+    dense, rows = summarize(RESULTS)
+    assert rows[0].speedup_mean == pytest.approx(1.25) and dense.typical_train_seconds_mean is None
+    assert "dense / ticket total training time of the same seed" in to_markdown(dense, rows)
+
+
+GPU_RUN = {"cpu": "tdp_estimate", "gpu": "nvml", "ram": "estimate"}
+
+
+def test_energy_footnote_says_which_parts_were_measured_and_which_estimated():
+    results = [_timed("dense", DENSE_EPOCHS, 2.0, source=GPU_RUN),
+               _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1, source=GPU_RUN)]
+    dense, rows = summarize(results)
+    assert dense.energy_sources == {"cpu": ["tdp_estimate"], "gpu": ["nvml"], "ram": ["estimate"]}
+    text = to_markdown(dense, rows)
+    assert "Energy measured: GPU (NVML); estimated: CPU (CodeCarbon's estimate from the processor's TDP and load), " \
+           "RAM (CodeCarbon's estimate from the memory size)." in text
+    assert "no hardware energy counters" not in text
+
+
+def test_energy_footnote_of_a_cpu_machine_without_counters_and_of_mixed_runs():
+    cpu_only = {"cpu": "tdp_estimate", "gpu": None, "ram": "estimate"}
+    dense, rows = summarize([_timed("dense", DENSE_EPOCHS, 2.0, source=cpu_only),
+                             _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1, source=cpu_only)])
+    text = to_markdown(dense, rows)
+    assert "Energy estimated: CPU (CodeCarbon's estimate from the processor's TDP and load), RAM" in text
+    assert "measured:" not in text and "GPU" not in text
+    # Seeds run on two machines: a component read from a counter on one and estimated on the other is estimated.
+    rapl = {"cpu": "rapl", "gpu": None, "ram": "estimate"}
+    dense, rows = summarize([_timed("dense", DENSE_EPOCHS, 2.0, source=rapl),
+                             _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1, source=cpu_only)])
+    assert "estimated: CPU (RAPL counters / CodeCarbon's estimate" in to_markdown(dense, rows)
+
+
+@pytest.mark.parametrize("bad", [["0.4", 0.5], [None, 0.5], [True, 0.5], [float("nan"), 0.5], [-1.0, 0.5], [], "0.4"])
+def test_unusable_per_epoch_lists_fall_back_to_the_totals(bad):
+    ticket = _timed("ticket", TICKET_EPOCHS, 2.0, criterion="snip", p=1)
+    ticket.update(epoch_train_seconds=bad, epoch_emissions_kg=bad)
+    _, (row,) = summarize([_timed("dense", DENSE_EPOCHS, 2.0), ticket])
+    assert row.speedup_mean == pytest.approx(sum(DENSE_EPOCHS) / sum(TICKET_EPOCHS))
+    assert row.co2_reduction_mean == pytest.approx(1 - ticket["emissions_kg"] / (2.0 * 5))
+    ticket.update(epoch_train_seconds=[0.0, 0.0])  # no epoch timed a step (every one compiled)
+    _, (row,) = summarize([_timed("dense", DENSE_EPOCHS, 2.0), ticket])
+    assert row.speedup_mean == pytest.approx(sum(DENSE_EPOCHS) / sum(TICKET_EPOCHS))
