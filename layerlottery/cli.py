@@ -504,6 +504,8 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
     if result.trained == 0:
         err.print(f"All {len(result.runs)} runs were already finished in {settings.runs_dir}; nothing trained.", markup=False, soft_wrap=True)
     kind = "lottery tickets after training, with rewinding" if settings.lottery.enabled else "tickets at initialization"
+    if not settings.lottery.enabled and settings.pruning.filter_baseline:
+        kind += ", layers vs filters"
     table, dense_line = to_rich(dense, rows, settings.xi, title=f"{settings.name}: {kind}")
     out.print(table)
     out.print(dense_line, highlight=False)

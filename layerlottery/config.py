@@ -143,6 +143,24 @@ class TrainSettings:
         return [round(m * self.epochs) for m in self.milestones]
 
 
+def check_criteria(
+    section: str, criteria: tuple[str, ...], criterion_options: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Every name in ``criteria`` is a registered criterion, and ``criterion_options`` names only those, with
+    valid options; a mistake is one ConfigError prefixed with ``section`` (``pruning``, ``lottery``)."""
+    from layerlottery.criteria import get_criterion
+
+    try:
+        for name in criteria:
+            get_criterion(name)  # unknown names raise a ConfigError listing the criteria
+        for name, options in criterion_options.items():
+            if name not in criteria:
+                raise ConfigError(f"{name!r} is not in {section}.criteria")
+            get_criterion(name).resolve_options(dict(options))
+    except ConfigError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class PruningSettings:
     """Tickets at initialization: which criteria, how many blocks, how they are chosen."""
@@ -157,27 +175,32 @@ class PruningSettings:
     min_per_stage: int = 2
     criterion_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Options per criterion, e.g. ``{"grasp": {"variant": "abs"}}``; recorded in every plan."""
+    filter_baseline: bool = False
+    """Beside each (criterion, p) layer ticket, also train the filter-pruning baseline (the paper's Table 3):
+    the same criterion's scores summed per filter, as many filters removed from the blocks' first convs as
+    the layer ticket has fewer. SNIP and GraSP only (they have per-weight scores)."""
 
     def validate(self) -> None:
-        from layerlottery.criteria import get_criterion
-
         if not self.criteria:
             raise ConfigError("pruning.criteria is empty; name at least one criterion, e.g. [grasp]")
-        try:
-            for name in self.criteria:
-                get_criterion(name)  # unknown names raise a ConfigError listing the criteria
-            for name, options in self.criterion_options.items():
-                if name not in self.criteria:
-                    raise ConfigError(f"{name!r} is not in pruning.criteria")
-                get_criterion(name).resolve_options(dict(options))
-        except ConfigError as exc:
-            raise ConfigError(f"pruning: {exc}") from None
+        check_criteria("pruning", self.criteria, self.criterion_options)
         if not self.p or min(self.p) < 1:
             raise ConfigError(f"pruning.p must list block counts >= 1, not {list(self.p)}")
         if self.samples_per_class < 1:
             raise ConfigError(f"pruning.samples_per_class must be >= 1, not {self.samples_per_class}")
         if self.min_per_stage < 0:
             raise ConfigError(f"pruning.min_per_stage must be >= 0, not {self.min_per_stage}")
+        if self.filter_baseline:
+            from layerlottery.criteria.filters import FILTER_CRITERIA
+
+            unsupported = [name for name in self.criteria if name not in FILTER_CRITERIA]
+            if unsupported:
+                raise ConfigError(
+                    f"pruning.filter_baseline scores filters with {' or '.join(FILTER_CRITERIA)} only, not "
+                    f"{', '.join(unsupported)}; remove {', '.join(unsupported)} from pruning.criteria or set "
+                    "pruning.filter_baseline=false"
+                )
+
 
 @dataclass(frozen=True)
 class LotterySettings:
@@ -224,17 +247,7 @@ class LotterySettings:
         """Check the section against the training it rewinds into (``train.epochs``); no-op when off."""
         if not self.enabled:
             return
-        from layerlottery.criteria import get_criterion
-
-        try:
-            for name in self.criteria:
-                get_criterion(name)
-            for name, options in self.criterion_options.items():
-                if name not in self.criteria:
-                    raise ConfigError(f"{name!r} is not in lottery.criteria")
-                get_criterion(name).resolve_options(dict(options))
-        except ConfigError as exc:
-            raise ConfigError(f"lottery: {exc}") from None
+        check_criteria("lottery", self.criteria, self.criterion_options)
         bad_fractions = [f for f in self.rewind_fractions if not 0 <= f < 1]
         bad_epochs = [e for e in self.rewind_epochs if not 0 <= e < train.epochs]
         late = [f for f in self.rewind_fractions if 0 <= f < 1 and round(f * train.epochs) >= train.epochs]

@@ -131,6 +131,12 @@ CASES = [
     Case("mnist-missing", (*DRY, "data.name=mnist", "data.data_dir={tmp}/no", "data.options={download: false}"), 2, "data.data_dir=DIR"),
     Case("threads-not-a-number", DRY, 2, "LAYERLOTTERY_THREADS", env("LAYERLOTTERY_THREADS", "many")),
     Case("samples-per-class-too-many", (*DRY, "pruning.samples_per_class=500"), 2, "set pruning.samples_per_class=139 or less"),
+    Case(
+        "filter-baseline-unscorable-criterion",
+        (*DRY, "pruning.filter_baseline=true", "pruning.criteria=[snip,magnitude]"),
+        2,
+        "pruning.filter_baseline scores filters with snip or grasp only, not magnitude",
+    ),
     # -- brackets in user text reach the message intact
     Case("out-with-brackets", (*PRUNE, "--out", "out[new]"), 2, "out[new] already exists", folder("out[new]")),
     Case("protect-with-brackets", (*PRUNE, "--protect", "[x]", "--out", "{tmp}/t"), 2, "no residual block named '[x]'"),

@@ -129,6 +129,9 @@ def test_pinned_run_hashes():
         "ticket": {"criterion": "grasp", "p": 3},
     }
     assert settings_hash(load_settings("paper_resnet32")) == "d32a2a5b21cf"
+    # The filter-pruning baseline (TicketSpec.structure, default "layers" left out) adds its own runs only.
+    filters = dataclasses.replace(ticket, ticket=TicketSpec(criterion="grasp", p=3, structure="filters"))
+    assert filters.name == "filters-d76cc2b6673c"
 
 
 def test_scientific_notation_is_a_number_in_overrides_and_presets(tmp_path):

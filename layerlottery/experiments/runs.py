@@ -5,6 +5,8 @@ A run directory holds::
     settings.json      the run's resolved settings (and the hash that names the directory)
     environment.json   versions, device, machine
     plan.json          the removal plan (tickets only), written before training
+    filter_plan.json   the filter plan (filter-pruning baselines only), written before training
+    similarity.json    linear CKA with the dense run of the same seed (tickets), written after training
     checkpoints/       last.pt (resume point) and rewind snapshots
     metrics.csv        rows (run, epoch, metric, value)
     result.json        the summary, written last: its presence means the run is finished
@@ -16,6 +18,7 @@ resumes from its last checkpoint.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -23,15 +26,18 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
 from layerlottery.config import DataSettings, ModelSettings, TrainSettings, hashed_dict, settings_hash, to_dict
 from layerlottery.errors import DataError, LayerLotteryError
 from layerlottery.atomic import atomic_write_text
-from layerlottery.reports.results import RETRAIN_HINT, read_result_file
+from layerlottery.reports.results import RETRAIN_HINT, SIMILARITY_FILE, read_result_file
 from layerlottery.surgery.plan import RemovalPlan
+
+if TYPE_CHECKING:
+    from layerlottery.surgery.filters import FilterPlan
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,14 @@ class TicketSpec:
     samples_per_class: int = 10
     protect: str = "first"
     min_per_stage: int = 2
+    structure: str = "layers"
+    """``layers`` (p blocks removed) or ``filters``: the filter-pruning baseline of the layer ticket with the
+    same fields, as many filters removed from the blocks' first convs as that ticket has fewer. The default
+    is left out of the hash, so layer tickets keep their names."""
+
+
+FILTERS = "filters"
+"""``TicketSpec.structure`` and run kind of the filter-pruning baseline."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,15 @@ class RunSpec:
     def kind(self) -> str:
         if self.lottery is not None:
             return "lottery"
+        if self.ticket is not None and self.ticket.structure == FILTERS:
+            return FILTERS
         return "dense" if self.ticket is None else "ticket"
+
+    @property
+    def layer_ticket(self) -> RunSpec:
+        """For a filter-pruning baseline: the layer ticket whose filter count it matches (same fields)."""
+        assert self.ticket is not None
+        return dataclasses.replace(self, ticket=dataclasses.replace(self.ticket, structure="layers"))
 
     @property
     def start_epoch(self) -> int:
@@ -100,6 +122,8 @@ class RunSpec:
             rounds = f" ({self.lottery.round} rounds)" if self.lottery.round > 1 else ""
             start = "reinit" if self.lottery.reinit else f"rewind {self.lottery.rewind_epoch}"
             return f"{self.ticket.criterion} p={self.ticket.p}{rounds} {start} seed {self.seed}"
+        if self.ticket.structure == FILTERS:
+            return f"{self.ticket.criterion} filters as p={self.ticket.p} seed {self.seed}"
         return f"{self.ticket.criterion} p={self.ticket.p} seed {self.seed}"
 
 
@@ -143,6 +167,16 @@ class RunDir:
     @property
     def plan_file(self) -> Path:
         return self.path / "plan.json"
+
+    @property
+    def filter_plan_file(self) -> Path:
+        """The filter-pruning baseline's :class:`~layerlottery.surgery.filters.FilterPlan`, written before training."""
+        return self.path / "filter_plan.json"
+
+    @property
+    def similarity_file(self) -> Path:
+        """Linear CKA with the dense run of the same seed (see :mod:`layerlottery.experiments.similarity`)."""
+        return self.path / SIMILARITY_FILE
 
     @property
     def result_file(self) -> Path:
@@ -203,6 +237,25 @@ class RunDir:
             raise DataError(f"{self.plan_file} {problem}; was it edited or copied from another run? {RETRAIN_HINT}")
         return plan
 
+    def read_filter_plan(self) -> FilterPlan:
+        """The filter baseline's plan (written before training), refused if it is not this run's."""
+        from layerlottery.surgery.filters import FilterPlan
+
+        try:
+            plan = FilterPlan.load(self.filter_plan_file)
+        except LayerLotteryError as exc:
+            raise DataError(f"{exc}; {RETRAIN_HINT}") from None
+        ticket = self.spec.ticket
+        assert ticket is not None
+        found = (plan.model, plan.seed, plan.criterion)
+        wanted = (self.spec.model.name, self.spec.seed, ticket.criterion)
+        if found != wanted or plan.model_options.get("shortcut", self.spec.model.shortcut) != self.spec.model.shortcut:
+            raise DataError(
+                f"{self.filter_plan_file} is a plan for (model, seed, criterion) = {found}, but the run is {wanted}; "
+                f"was it edited or copied from another run? {RETRAIN_HINT}"
+            )
+        return plan
+
     def check_files(self) -> None:
         """Read what an earlier call left here (a result, or an unfinished ticket's plan): DataError if broken.
 
@@ -210,6 +263,9 @@ class RunDir:
         """
         if self.is_finished():
             self.read_result()
+        elif self.spec.kind == FILTERS:
+            if self.filter_plan_file.exists():
+                self.read_filter_plan()
         elif self.spec.ticket is not None and self.plan_file.exists():
             self.read_plan()
 

@@ -16,14 +16,16 @@ import torch
 from layerlottery.config import DataSettings, ExperimentSettings
 from layerlottery.criteria import get_criterion
 from layerlottery.errors import ConfigError, DataError, PruningError
-from layerlottery.experiments import lottery
+from layerlottery.experiments import filter_baseline, lottery, similarity
 from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_at_init
-from layerlottery.experiments.runs import RunDir, RunSpec, TicketSpec
+from layerlottery.experiments.runs import FILTERS, RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.models.blocks import find_blocks
 from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks
+from layerlottery.surgery.filters import FilterPlan
+from layerlottery.reports.results import with_similarity
 from layerlottery.threads import threads_setting
 from layerlottery.training import resolve_device, train
 from layerlottery.training.emissions import EmissionsRecorder
@@ -43,8 +45,9 @@ class ExperimentResult:
 
 
 def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
-    """Every run of the experiment: per seed the dense network, then each (criterion, p) ticket (or, with the
-    lottery section on, each ticket after training: :func:`layerlottery.experiments.lottery.plan_runs`)."""
+    """Every run of the experiment: per seed the dense network, then each (criterion, p) ticket, each followed
+    by its filter-pruning baseline when ``pruning.filter_baseline`` is on (or, with the lottery section on,
+    each ticket after training: :func:`layerlottery.experiments.lottery.plan_runs`)."""
     if settings.lottery.enabled:
         return lottery.plan_runs(settings)
     specs = []
@@ -63,6 +66,8 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
                     min_per_stage=pruning.min_per_stage,
                 )
                 specs.append(RunSpec(**base, ticket=ticket))
+                if pruning.filter_baseline:  # after its layer ticket, whose plan sets its filter count
+                    specs.append(RunSpec(**base, ticket=dataclasses.replace(ticket, structure=FILTERS)))
     return specs
 
 
@@ -198,7 +203,9 @@ def _test_split_warnings(source: DataSource) -> list[str]:
 def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:
     """Run (or resume, or just read) every run of the experiment and return their results.
 
-    Everything that can be checked before training is checked first (see :func:`preflight`).
+    Everything that can be checked before training is checked first (see :func:`preflight`). After the runs,
+    each finished ticket's linear CKA with its dense run is computed once (``similarity.json``, see
+    :mod:`layerlottery.experiments.similarity`) and added to its result as ``cka``.
     """
     checked = preflight(settings)
     for warning in checked.warnings:
@@ -214,6 +221,11 @@ def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: 
         assert checked.source is not None  # loaded by preflight, since this run is pending
         results.append(execute_run(spec, run_dir, checked.source, settings, progress=progress))
         trained += 1
+    pairs = similarity.pending_similarities(settings.runs_dir, specs)
+    if pairs:  # once per ticket: a rerun finds every similarity.json and loads no data
+        source = checked.source if checked.source is not None else data_source(settings.data)
+        similarity.compute_similarities(pairs, source, checked.device, log)
+    results = [with_similarity(result, RunDir(settings.runs_dir, spec).path) for spec, result in zip(specs, results)]
     return ExperimentResult(settings, results, trained)
 
 
@@ -242,7 +254,7 @@ def execute_run(
         "seed": spec.seed,
         "criterion": spec.ticket.criterion if spec.ticket else None,
         "p": spec.ticket.p if spec.ticket else 0,
-        "removed": list(plan.removed) if plan else [],
+        "removed": list(plan.removed) if isinstance(plan, RemovalPlan) else [],
         "test_acc": outcome.final_test_acc,
         "best_test_acc": outcome.best_test_acc,
         "test_loss": outcome.final_test_loss,
@@ -258,6 +270,7 @@ def execute_run(
         "device": str(device),
         **energy,
         **(lottery.result_fields(spec) if spec.lottery is not None else {}),
+        **filter_baseline.result_fields(spec, plan, model),
     }
     run_dir.write_result(result, outcome.history)
     return result
@@ -265,7 +278,7 @@ def execute_run(
 
 def _initial_model(
     spec: RunSpec, run_dir: RunDir, source: DataSource, device: torch.device
-) -> tuple[torch.nn.Module, RemovalPlan | None]:
+) -> tuple[torch.nn.Module, RemovalPlan | FilterPlan | None]:
     """theta_0 of the run's network: dense from the seed, or the ticket (plan found once, then replayed)."""
     options = model_options_for(
         source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual
@@ -274,6 +287,8 @@ def _initial_model(
         return initial_model(spec.model.name, options, spec.seed, device), None
     if spec.lottery is not None:  # after training: trained weights scored, kept weights rewound
         return lottery.lottery_ticket(spec, run_dir, source, device)
+    if spec.kind == FILTERS:  # the filter-pruning baseline of the layer ticket with the same fields
+        return filter_baseline.filter_ticket(spec, run_dir, source, device)
     if run_dir.plan_file.is_file():  # resuming: the same theta_0, the same blocks, no rescoring
         plan = run_dir.read_plan()  # refused if edited or another run's
         return remove_blocks(initial_model(spec.model.name, options, spec.seed, device), plan), plan

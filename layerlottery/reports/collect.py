@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layerlottery.errors import DataError
-from layerlottery.reports.results import read_result_file
+from layerlottery.reports.results import read_result_file, with_similarity
 
 SKIP_HINT = "move the run folder away to report the rest (or delete it and rerun to retrain it)"
 
@@ -17,6 +17,7 @@ SKIP_HINT = "move the run folder away to report the rest (or delete it and rerun
 def collect_runs(runs_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     """``{experiment description: [result, ...]}`` for every finished run under ``runs_dir``.
 
+    A ticket's linear CKA with its dense run is read from its ``similarity.json`` when present (as ``cka``).
     Runs belong together when everything but their seed and ticket (at initialization or after training,
     which names its seed's dense run) is the same, so tickets are always
     compared with dense runs trained the same way. Unfinished runs (no ``result.json``) are left out. A run
@@ -29,6 +30,7 @@ def collect_runs(runs_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]
     for result_file in sorted(root.glob("*/result.json")):
         record = read_settings_record(result_file.parent / "settings.json")
         result = read_result_file(result_file, record["settings"], hint=SKIP_HINT)
+        result = with_similarity(result, result_file.parent)  # CKA when the run computed it; never computed here
         shared = {k: v for k, v in record["hashed"].items() if k not in ("seed", "ticket", "lottery")}
         settings = record["settings"]
         label = f"{settings['model']['name']} on {settings['data']['name']}, {settings['train']['epochs']} epochs"

@@ -56,18 +56,27 @@ OPTIONAL_RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rewind_epoch": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "control": (lambda v: isinstance(v, bool), "true or false"),
     "round": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    # Filter counts (every run since the filter baseline) and the baseline itself (kind "filters"):
+    "structure": (lambda v: v in ("layers", "filters"), "'layers' or 'filters'"),
+    "filters": (lambda v: _is_int(v) and v > 0, "a whole number > 0"),
+    "filters_removed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "dense_filters": (lambda v: _is_int(v) and v > 0, "a whole number > 0"),
 }
+
+SIMILARITY_FILE = "similarity.json"
+"""Beside a ticket's result: linear CKA of its penultimate features with the dense run's of the same seed."""
 
 
 def result_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     """What a run's result must say about itself, from its settings as ``settings.json`` records them.
 
-    The kind follows ``RunSpec.kind``: a lottery ticket (after training), a ticket at initialization, or dense.
+    The kind follows ``RunSpec.kind``: a lottery ticket (after training), a filter-pruning baseline, a ticket
+    at initialization, or dense.
     """
     ticket = settings.get("ticket")
     if not isinstance(ticket, Mapping):
         return {"kind": "dense", "seed": settings.get("seed"), "criterion": None, "p": 0}
-    kind = "lottery" if settings.get("lottery") else "ticket"
+    kind = "lottery" if settings.get("lottery") else "filters" if ticket.get("structure") == "filters" else "ticket"
     return {"kind": kind, "seed": settings.get("seed"), "criterion": ticket.get("criterion"), "p": ticket.get("p")}
 
 
@@ -82,7 +91,10 @@ def result_problem(data: Any, settings: Mapping[str, Any] | None = None) -> str:
     for name, (accepts, expected) in {**RESULT_FIELDS, **OPTIONAL_RESULT_FIELDS}.items():
         if name in data and not accepts(data[name]):
             return f"{name} is {json.dumps(data[name])}, not {expected}"
-    if len(data["removed"]) != data["p"]:
+    # A filter baseline removes no block: its p is that of the layer ticket whose filter count it matches.
+    if data["kind"] == "filters" and (data["removed"] or "filters_removed" not in data):
+        return "a filter baseline lists filters_removed and no removed blocks"
+    if data["kind"] != "filters" and len(data["removed"]) != data["p"]:
         return f"p is {data['p']} but {len(data['removed'])} removed block(s) are listed"
     for name, value in (result_identity(settings) if settings is not None else {}).items():
         if data[name] != value:
@@ -102,3 +114,31 @@ def read_result_file(
     if problem:
         raise DataError(f"{path} is not a finished run's result ({problem}); {hint}")
     return data
+
+
+def read_similarity_file(path: Path, hint: str = "delete it and rerun the experiment to recompute it") -> dict[str, Any] | None:
+    """A ticket's ``similarity.json`` ({"dense_run", "cka", "samples"}), or None when there is none yet.
+
+    ``cka`` is null when it could not be computed (e.g. constant features); DataError naming the file if broken.
+    """
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is unreadable ({exc}); {hint}") from None
+    ok = (
+        isinstance(data, dict)
+        and isinstance(data.get("dense_run"), str)
+        and (data.get("cka") is None or (_is_number(data["cka"]) and -1e-6 <= data["cka"] <= 1 + 1e-6))
+        and _is_int(data.get("samples")) and data["samples"] >= 0
+    )
+    if not ok:
+        raise DataError(f"{path} is not a similarity record (dense_run, cka from 0 to 1 or null, samples); {hint}")
+    return data
+
+
+def with_similarity(result: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``result`` plus ``cka`` from the run's ``similarity.json`` when there is one (reports read it there)."""
+    record = read_similarity_file(run_dir / SIMILARITY_FILE)
+    return {**result, "cka": record["cka"]} if record is not None else dict(result)

@@ -48,6 +48,8 @@ class DenseSummary:
     energy_sources: dict[str, list[str]] | None = None
     """Per component ("cpu", "gpu", "ram") where its energy came from, over all runs ("nvml", "rapl",
     "tdp_estimate", "estimate", ...); None when no run recorded it."""
+    filters: int | None = None
+    """Filters (conv output channels) of the dense network; None for results written before it was recorded."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,17 @@ class TicketRow:
     """Algorithm 1's control: the pruned architecture re-initialized at random and trained in full."""
     rounds: int = 1
     """Iterative rounds that removed the p blocks (1 = one shot)."""
+    structure: str = "layers"
+    """``layers`` (p blocks removed) or ``filters``: the filter-pruning baseline removing as many filters as the
+    layer ticket of the same criterion, p and seed has fewer (the paper's Table 3)."""
+    filters: int | None = None
+    """Filters left (mean over seeds; None when a run did not record it)."""
+    cka_mean: float | None = None
+    """Linear CKA of the ticket's penultimate features with its dense run's on the test set, mean over the seeds
+    that have it (``similarity.json``); None when none has."""
+    cka_std: float = 0.0
+    cka_seeds: int = 0
+    """How many seeds the CKA is averaged over."""
     timing_disturbed: bool = False
     """One of these runs, or a dense run they are compared with, had an epoch slower than ``DISTURBED_FACTOR``
     x its typical epoch: its speedup and CO2 come from typical epochs but deserve a rerun on a quiet machine."""
@@ -180,16 +193,18 @@ def summarize(
         ),
         timing_disturbed=any(_disturbed(r) for r in dense_runs),
         energy_sources=_energy_sources(results),
+        filters=dense_runs[0].get("filters"),
     )
-    groups: dict[tuple[str, bool, int, int, int], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, bool, int, int, int, bool], list[Mapping[str, Any]]] = {}
     for r in results:
-        if r["kind"] in ("ticket", "lottery") and r["seed"] in dense:
+        if r["kind"] in ("ticket", "lottery", "filters") and r["seed"] in dense:
             # Table 1's order: criterion, then rewind point (control last), then p; at-init tickets first.
+            # A filter baseline follows the layer ticket of its criterion and p (Table 3).
             rewind = r.get("rewind_epoch", -1) if r["kind"] == "lottery" else -1
-            key = (r["criterion"], bool(r.get("control", False)), rewind, r.get("round", 1), r["p"])
+            key = (r["criterion"], bool(r.get("control", False)), rewind, r.get("round", 1), r["p"], r["kind"] == "filters")
             groups.setdefault(key, []).append(r)
     rows = []
-    for (criterion, control, rewind, rounds, p), runs in sorted(groups.items()):
+    for (criterion, control, rewind, rounds, p, filter_baseline), runs in sorted(groups.items()):
         changes = [100 * (r["test_acc"] - dense[r["seed"]]["test_acc"]) for r in runs]
         speedups = [_speedup(dense[r["seed"]], r) for r in runs]
         co2 = [c for r in runs if (c := _co2_reduction(dense[r["seed"]], r)) is not None]
@@ -197,6 +212,9 @@ def summarize(
         change_mean, change_std = _mean_std(changes)
         speed_mean, speed_std = _mean_std(speedups)
         test_acc = statistics.fmean(r["test_acc"] for r in runs)
+        filters = [r.get("filters") for r in runs]
+        cka = [r["cka"] for r in runs if isinstance(r.get("cka"), (int, float))]
+        cka_mean, cka_std = _mean_std(cka) if cka else (None, 0.0)
         rows.append(
             TicketRow(
                 criterion=criterion,
@@ -216,6 +234,11 @@ def summarize(
                 rewind_fraction=None if rewind < 0 or control else rewind / runs[0]["epochs"],
                 control=control,
                 rounds=rounds,
+                structure="filters" if filter_baseline else "layers",
+                filters=round(statistics.fmean(filters)) if None not in filters else None,
+                cka_mean=cka_mean,
+                cka_std=cka_std,
+                cka_seeds=len(cka),
                 timing_disturbed=any(_disturbed(r) or _disturbed(dense[r["seed"]]) for r in runs),
             )
         )
@@ -225,10 +248,24 @@ def summarize(
 HEADERS = ["criterion", "p", "Δacc pts", "wins", "acc %", "MACs -%", "params -%", "speedup", "CO2 -%"]
 REWIND = "rewind"
 """The column tickets after training add after the criterion (Table 1): the rewind point, or the control."""
+STRUCTURE = "structure"
+"""The column a filter-pruning baseline adds after the criterion (Table 3): layers or filters."""
+FILTERS = "filters"
+"""With the structure column: dense -> ticket filter counts, e.g. ``1232 -> 1200``."""
+CKA = "CKA"
+"""Linear CKA with the dense run's penultimate features, shown when some ticket has it."""
 
 
 def _headers(rows: Sequence[TicketRow]) -> list[str]:
-    return [HEADERS[0], REWIND, *HEADERS[1:]] if any(_after_training(row) for row in rows) else list(HEADERS)
+    headers = [HEADERS[0]]
+    if any(_after_training(row) for row in rows):
+        headers.append(REWIND)
+    if any(row.structure != "layers" for row in rows):
+        headers += [STRUCTURE, FILTERS]
+    headers += HEADERS[1:]
+    if any(row.cka_mean is not None for row in rows):
+        headers.append(CKA)
+    return headers
 
 
 def _after_training(row: TicketRow) -> bool:
@@ -249,7 +286,20 @@ def _signed(value: float) -> str:
     return "0.00" if text in ("+0.00", "-0.00") else text
 
 
-def _cells(row: TicketRow, headers: Sequence[str] = HEADERS) -> list[str]:
+def _filters_cell(row: TicketRow, dense: DenseSummary | None) -> str:
+    if row.filters is None:
+        return "-"
+    return f"{dense.filters} -> {row.filters}" if dense is not None and dense.filters else str(row.filters)
+
+
+def _cka_cell(row: TicketRow) -> str:
+    if row.cka_mean is None:
+        return "-"
+    spread = f"±{row.cka_std:.3f}" if row.cka_seeds > 1 else ""
+    return f"{row.cka_mean:.3f}{spread}"
+
+
+def _cells(row: TicketRow, headers: Sequence[str] = HEADERS, dense: DenseSummary | None = None) -> list[str]:
     spread = f"±{row.acc_change_std:.2f}" if row.seeds > 1 else ""
     speed_spread = f"±{row.speedup_std:.2f}" if row.seeds > 1 else ""
     disturbed = f" {DISTURBED_MARK}" if row.timing_disturbed else ""
@@ -269,7 +319,9 @@ def _cells(row: TicketRow, headers: Sequence[str] = HEADERS) -> list[str]:
         f"{row.speedup_mean:.2f}x{speed_spread}{disturbed}",
         co2,
     ]
-    return [cells[0], _rewind_cell(row), *cells[1:]] if REWIND in headers else cells
+    extra = {REWIND: _rewind_cell(row), STRUCTURE: row.structure, FILTERS: _filters_cell(row, dense), CKA: _cka_cell(row)}
+    by_header = dict(zip(HEADERS, cells))
+    return [by_header[header] if header in by_header else extra[header] for header in headers]
 
 
 def _dense_line(dense: DenseSummary, rows: Sequence[TicketRow], xi: float) -> str:
@@ -291,6 +343,17 @@ def _dense_line(dense: DenseSummary, rows: Sequence[TicketRow], xi: float) -> st
         f"A ticket wins when its accuracy + xi >= the dense accuracy (xi = {xi:g} pts)."
         + _energy_note(dense, rows)
         + _marks_note(dense, rows)
+        + (
+            " filters = the filter-pruning baseline: the criterion's scores summed per filter, as many filters"
+            " removed from the blocks' first convs as the layer ticket of the same seed has fewer (filters column:"
+            " dense -> ticket count)."
+            if any(row.structure != "layers" for row in rows) else ""
+        )
+        + (
+            " CKA = linear CKA of the ticket's penultimate features with the dense network's of the same seed on"
+            " the test set (1 = the same representation up to rotation and scale)."
+            if any(row.cka_mean is not None for row in rows) else ""
+        )
         + (
             " Tickets after training: blocks chosen on the trained dense weights, kept weights rewound to the"
             " dense run's epoch shown, then trained for the remaining epochs only (their speedup and CO2 count"
@@ -330,9 +393,9 @@ def to_rich(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0, tit
     table = Table(title=title)
     headers = _headers(rows)
     for header in headers:
-        table.add_column(header, justify="left" if header in ("criterion", "wins", REWIND) else "right")
+        table.add_column(header, justify="left" if header in ("criterion", "wins", REWIND, STRUCTURE) else "right")
     for row in rows:
-        cells = _cells(row, headers)
+        cells = _cells(row, headers, dense)
         cells[headers.index("wins")] = "[green]yes[/]" if row.wins else "[red]no[/]"
         table.add_row(*cells)
     return table, _dense_line(dense, rows, xi)
@@ -342,7 +405,7 @@ def to_markdown(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0)
     """The table as Markdown, with the dense baseline line under it."""
     headers = _headers(rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cells(row, headers)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cells(row, headers, dense)) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + _dense_line(dense, rows, xi) + "\n"
 
 

@@ -18,24 +18,22 @@ narrower (smaller convs, not masks) and keeps its depth and output shapes.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from layerlottery.atomic import atomic_write_text
 from layerlottery.errors import ConfigError, PruningError
 from layerlottery.metrics.macs import count_macs, count_params, resolve_input_shape
 from layerlottery.models.blocks import residual_modules
 from layerlottery.surgery.apply import remove_blocks
-from layerlottery.surgery.plan import RemovalPlan
+from layerlottery.surgery.plan import JsonRecord, RemovalPlan
 
 if TYPE_CHECKING:
     from layerlottery.criteria.filters import FilterScores
@@ -226,13 +224,15 @@ def _checked_removal(
 
 
 @dataclass(frozen=True)
-class FilterPlan:
+class FilterPlan(JsonRecord):
     """Which filters went and why, as JSON that rebuilds the narrower network on a fresh model.
 
     ``removed`` lists, per first conv, the indices of its removed filters in the dense network.
     ``build_model()`` rebuilds the pruned network from the registered ``model`` initialized from ``seed``
     (theta_0, the same weights the plan was chosen on); :func:`apply_filter_plan` applies it to any model.
     """
+
+    KIND: ClassVar[str] = "filter plan"
 
     removed: dict[str, list[int]]
     widths: dict[str, int] = field(default_factory=dict)
@@ -298,21 +298,6 @@ class FilterPlan:
         if values.get("input_shape") is not None:
             values["input_shape"] = tuple(values["input_shape"])
         return cls(**values)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> FilterPlan:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"filter plan is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan as JSON, atomically."""
-        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FilterPlan:

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from layerlottery.errors import ConfigError
 from layerlottery.atomic import atomic_write_text
@@ -18,8 +18,32 @@ plans (shortcut A was then the default) are still read, with their shortcut made
 _SHORTCUT_A_UNTIL_FORMAT_2 = frozenset({*(f"cifar_resnet{depth}" for depth in (20, 32, 44, 56, 110)), "test_resnet"})
 
 
+class JsonRecord:
+    """JSON text and atomic files for a plan dataclass that has ``to_dict`` and ``from_dict``.
+
+    ``KIND`` names the record in error messages ("removal plan", "filter plan").
+    """
+
+    KIND: ClassVar[str] = "plan"
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.KIND} is not valid JSON ({exc})") from None
+        return cls.from_dict(data)  # type: ignore[attr-defined]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the record as JSON, atomically (a temp file renamed into place)."""
+        return atomic_write_text(path, self.to_json() + "\n")
+
+
 @dataclass(frozen=True)
-class RemovalPlan:
+class RemovalPlan(JsonRecord):
     """Everything needed to rebuild a pruned network and to know how it was chosen.
 
     ``model`` and ``model_options`` name a registered architecture so that
@@ -27,6 +51,8 @@ class RemovalPlan:
     (:meth:`build_model` does that, from ``seed`` when the plan records one); both are ``None``/empty for
     a user's own model.
     """
+
+    KIND: ClassVar[str] = "removal plan"
 
     removed: tuple[str, ...]
     """Qualified names of the removed blocks, in network order."""
@@ -88,21 +114,6 @@ class RemovalPlan:
             raise ConfigError(f"removal plan has unknown fields {unknown}; was it written by a newer layerlottery?")
         values = {name: _field_value(name, known[name], value) for name, value in data.items()}
         return cls(**(_from_format_1(values) if version == 1 else values))
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> RemovalPlan:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"removal plan is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the plan as JSON, atomically (a temp file renamed into place)."""
-        return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RemovalPlan:
