@@ -19,7 +19,7 @@ from layerlottery.errors import ConfigError
 from layerlottery.experiments.trained import load_trained_weights
 from layerlottery.models import create_model
 from layerlottery.models.blocks import NetworkBlocks, find_blocks
-from layerlottery.surgery import RemovalPlan, remove_blocks, select_blocks
+from layerlottery.surgery import RemovalPlan, parse_protect, remove_blocks, select_blocks
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -146,3 +146,28 @@ def ticket_at_init(
         seed=seed,
     )
     return Ticket(dense=dense, pruned=remove_blocks(dense, plan), blocks=blocks, scores=scores, plan=plan)
+
+
+def ticket_for_spec(
+    ticket: Any,
+    model: str,
+    seed: int,
+    scoring_batch: Batch | None,
+    model_options: Mapping[str, Any],
+    device: torch.device | str = "cpu",
+) -> Ticket:
+    """The ticket at initialization a run's ``TicketSpec`` describes (its criterion with options, p and the
+    selection rules), for ``model`` at theta_0 of ``seed``, scored on ``scoring_batch``."""
+    return ticket_at_init(
+        model,
+        ticket.criterion,
+        scoring_batch=scoring_batch,
+        p=ticket.p,
+        protect=parse_protect(ticket.protect),
+        min_per_stage=ticket.min_per_stage,
+        seed=seed,
+        samples_per_class=ticket.samples_per_class,
+        model_options=model_options,
+        criterion_options=ticket.criterion_options,
+        device=device,
+    )

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from layerlottery.criteria import get_criterion
-from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_at_init
+from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_for_spec
 from layerlottery.experiments.runs import RunDir, RunSpec
 from layerlottery.experiments.sources import DataSource
-from layerlottery.surgery import RemovalPlan, parse_protect
+from layerlottery.surgery import RemovalPlan
 from layerlottery.surgery.filters import (
     FilterPlan,
     apply_filter_plan,
@@ -73,19 +73,7 @@ def _layer_plan(
         return layer_dir.read_plan()
     ticket = layer_spec.ticket
     assert ticket is not None
-    return ticket_at_init(
-        layer_spec.model.name,
-        ticket.criterion,
-        scoring_batch=batch,
-        p=ticket.p,
-        protect=parse_protect(ticket.protect),
-        min_per_stage=ticket.min_per_stage,
-        seed=layer_spec.seed,
-        samples_per_class=ticket.samples_per_class,
-        model_options=options,
-        criterion_options=ticket.criterion_options,
-        device=device,
-    ).plan
+    return ticket_for_spec(ticket, layer_spec.model.name, layer_spec.seed, batch, options, device).plan
 
 
 def result_fields(spec: RunSpec, plan: RemovalPlan | FilterPlan | None, model: nn.Module) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from layerlottery.config import DataSettings, ExperimentSettings
 from layerlottery.criteria import get_criterion
 from layerlottery.errors import ConfigError, DataError, PruningError
 from layerlottery.experiments import filter_baseline, lottery, similarity
-from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_at_init
+from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_for_spec
 from layerlottery.experiments.runs import FILTERS, RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
 from layerlottery.metrics import count_macs, count_params
@@ -294,18 +294,7 @@ def _initial_model(
         return remove_blocks(initial_model(spec.model.name, options, spec.seed, device), plan), plan
     ticket = spec.ticket
     needs_data = get_criterion(ticket.criterion).needs_data
-    found = ticket_at_init(
-        spec.model.name,
-        ticket.criterion,
-        scoring_batch=source.scoring_batch(ticket.samples_per_class, spec.seed, device) if needs_data else None,
-        p=ticket.p,
-        protect=parse_protect(ticket.protect),
-        min_per_stage=ticket.min_per_stage,
-        seed=spec.seed,
-        samples_per_class=ticket.samples_per_class,
-        model_options=options,
-        criterion_options=ticket.criterion_options,
-        device=device,
-    )
+    batch = source.scoring_batch(ticket.samples_per_class, spec.seed, device) if needs_data else None
+    found = ticket_for_spec(ticket, spec.model.name, spec.seed, batch, options, device)
     found.plan.save(run_dir.plan_file)
     return found.pruned, found.plan

@@ -33,7 +33,7 @@ from layerlottery.errors import ConfigError, PruningError
 from layerlottery.metrics.macs import count_macs, count_params, resolve_input_shape
 from layerlottery.models.blocks import residual_modules
 from layerlottery.surgery.apply import remove_blocks
-from layerlottery.surgery.plan import JsonRecord, RemovalPlan
+from layerlottery.surgery.plan import PlanRecord, RemovalPlan
 
 if TYPE_CHECKING:
     from layerlottery.criteria.filters import FilterScores
@@ -224,7 +224,7 @@ def _checked_removal(
 
 
 @dataclass(frozen=True)
-class FilterPlan(JsonRecord):
+class FilterPlan(PlanRecord):
     """Which filters went and why, as JSON that rebuilds the narrower network on a fresh model.
 
     ``removed`` lists, per first conv, the indices of its removed filters in the dense network.
@@ -260,20 +260,6 @@ class FilterPlan(JsonRecord):
     def n_removed(self) -> int:
         """Number of removed filters."""
         return sum(len(indices) for indices in self.removed.values())
-
-    @property
-    def mac_reduction(self) -> float | None:
-        """Fraction of the dense MACs removed."""
-        if not self.dense_macs or self.pruned_macs is None:
-            return None
-        return 1.0 - self.pruned_macs / self.dense_macs
-
-    @property
-    def param_reduction(self) -> float | None:
-        """Fraction of the dense parameters removed."""
-        if not self.dense_params or self.pruned_params is None:
-            return None
-        return 1.0 - self.pruned_params / self.dense_params
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -18,13 +18,31 @@ plans (shortcut A was then the default) are still read, with their shortcut made
 _SHORTCUT_A_UNTIL_FORMAT_2 = frozenset({*(f"cifar_resnet{depth}" for depth in (20, 32, 44, 56, 110)), "test_resnet"})
 
 
-class JsonRecord:
-    """JSON text and atomic files for a plan dataclass that has ``to_dict`` and ``from_dict``.
-
-    ``KIND`` names the record in error messages ("removal plan", "filter plan").
+class PlanRecord:
+    """What every plan dataclass shares: JSON text and atomic files (through its ``to_dict`` and
+    ``from_dict``), and the cost reductions of its ``dense_macs``/``pruned_macs``/``dense_params``/
+    ``pruned_params`` fields. ``KIND`` names the record in error messages ("removal plan", "filter plan").
     """
 
     KIND: ClassVar[str] = "plan"
+    dense_macs: int | None
+    pruned_macs: int | None
+    dense_params: int | None
+    pruned_params: int | None
+
+    @property
+    def mac_reduction(self) -> float | None:
+        """Fraction of the dense MACs removed, e.g. 0.0683 for one block of ResNet-32."""
+        if not self.dense_macs or self.pruned_macs is None:
+            return None
+        return 1.0 - self.pruned_macs / self.dense_macs
+
+    @property
+    def param_reduction(self) -> float | None:
+        """Fraction of the dense parameters removed."""
+        if not self.dense_params or self.pruned_params is None:
+            return None
+        return 1.0 - self.pruned_params / self.dense_params
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)  # type: ignore[attr-defined]
@@ -43,7 +61,7 @@ class JsonRecord:
 
 
 @dataclass(frozen=True)
-class RemovalPlan(JsonRecord):
+class RemovalPlan(PlanRecord):
     """Everything needed to rebuild a pruned network and to know how it was chosen.
 
     ``model`` and ``model_options`` name a registered architecture so that
@@ -77,20 +95,6 @@ class RemovalPlan(JsonRecord):
     def p(self) -> int:
         """Number of removed blocks (the paper's p)."""
         return len(self.removed)
-
-    @property
-    def mac_reduction(self) -> float | None:
-        """Fraction of the dense MACs removed, e.g. 0.0683 for one block of ResNet-32."""
-        if not self.dense_macs or self.pruned_macs is None:
-            return None
-        return 1.0 - self.pruned_macs / self.dense_macs
-
-    @property
-    def param_reduction(self) -> float | None:
-        """Fraction of the dense parameters removed."""
-        if not self.dense_params or self.pruned_params is None:
-            return None
-        return 1.0 - self.pruned_params / self.dense_params
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

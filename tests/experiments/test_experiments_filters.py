@@ -142,7 +142,7 @@ def test_resume_replays_the_saved_filter_plan_without_rescoring(finished, tmp_pa
         raise AssertionError("a resumed filter baseline must replay its plan, not score again")
 
     monkeypatch.setattr(filter_baseline, "filter_ticket_at_init", no_scoring)
-    monkeypatch.setattr(filter_baseline, "ticket_at_init", no_scoring)
+    monkeypatch.setattr(filter_baseline, "ticket_for_spec", no_scoring)
     resumed = run_experiment(settings, **QUIET)
     assert resumed.trained == 1
     assert run.filter_plan_file.stat().st_mtime_ns == plan_stamp

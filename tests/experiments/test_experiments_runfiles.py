@@ -78,6 +78,6 @@ def test_a_broken_plan_stops_the_experiment_before_any_training(tmp_path_factory
 
     write_json(ticket / "plan.json", plan)  # the plan as written: resumed from it, not rescored
     monkeypatch.undo()
-    monkeypatch.setattr(tickets, "ticket_at_init", lambda *a, **k: pytest.fail("a resumed ticket is not rescored"))
+    monkeypatch.setattr(tickets, "ticket_for_spec", lambda *a, **k: pytest.fail("a resumed ticket is not rescored"))
     result = run_experiment(tiny_settings(runs), progress=False, log=lambda _: None)
     assert result.trained == 2 and result.runs[1]["removed"] == plan["removed"]
