@@ -14,7 +14,6 @@ nor the split of the data into batches can change a score.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -22,15 +21,12 @@ from torch import nn
 
 from layerlottery.criteria.base import (
     Batch,
-    ClassBalanceWarning,
     Option,
     ScoringContext,
     bn_mode_option,
     integer,
     one_of,
 )
-from layerlottery.criteria.common import output_width
-from layerlottery.criteria.grasp import select_per_class
 from layerlottery.models.blocks import block_kind_of
 
 ACTIVATIONS = ("output", "branch")
@@ -56,29 +52,6 @@ def activation_option() -> Option:
         one_of(*ACTIVATIONS),
         "output: the block's output after its final ReLU; branch: the residual branch before the addition",
     )
-
-
-def scoring_samples(context: ScoringContext, criterion: str) -> list[Batch]:
-    """The batches to score: the first ``samples_per_class`` of each class as one batch, or all data as given.
-
-    Call it directly from the criterion function (the warning's stack level points at the user's call).
-    """
-    batches = context.batches
-    assert batches is not None
-    per_class = context.options["samples_per_class"]
-    if per_class is None:
-        return list(batches)
-    num_classes = output_width(context.model, batches[0][0])
-    selected, short = select_per_class(batches, int(per_class), num_classes)  # type: ignore[arg-type]
-    if short:
-        listed = ", ".join(f"{c} ({n})" for c, n in short.items())
-        warnings.warn(
-            f"{criterion}: samples_per_class={per_class} but the data has fewer of classes {listed}; scoring "
-            f"with the {len(selected[1])} samples found. Pass more data or samples_per_class=None",
-            ClassBalanceWarning,
-            stacklevel=5,  # here <- the criterion <- Criterion.__call__ <- score_blocks <- the caller
-        )
-    return [selected]
 
 
 def chunks(batches: Sequence[Batch], size: int) -> Iterator[Batch]:

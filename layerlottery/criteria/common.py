@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from layerlottery.criteria.base import Batch
+from layerlottery.criteria.base import Batch, ClassBalanceWarning, ScoringContext
 from layerlottery.errors import DataError, PruningError
 from layerlottery.metrics.macs import inference_mode_of
 from layerlottery.models.blocks import BlockInfo, block_kind_of
@@ -71,6 +72,63 @@ def output_width(model: nn.Module, inputs: torch.Tensor) -> int:
     """Number of logits (classes) the model produces, from one sample, without changing the model."""
     with inference_mode_of(model):
         return int(model(inputs[:1]).shape[-1])
+
+
+# -------------------------------------------------------------------------------- class-balanced samples
+
+
+def select_per_class(
+    batches: Sequence[Batch], samples_per_class: int, num_classes: int
+) -> tuple[Batch, dict[int, int]]:
+    """The first ``samples_per_class`` samples of each class, in data order, as one batch.
+
+    Returns the batch and ``{class: count}`` for the classes that came up short (empty when balanced).
+    One batch, because in BN train mode the composition of each batch changes the scores, and the
+    reference scores its class-balanced sample together.
+    """
+    taken = torch.zeros(num_classes, dtype=torch.long)
+    chosen_inputs, chosen_labels = [], []
+    for inputs, labels in batches:
+        if bool((taken >= samples_per_class).all()):
+            break
+        keep = torch.zeros(len(labels), dtype=torch.bool)
+        for index, label in enumerate(labels.tolist()):
+            if 0 <= label < num_classes and taken[label] < samples_per_class:
+                taken[label] += 1
+                keep[index] = True
+        if keep.any():
+            keep = keep.to(labels.device)
+            chosen_inputs.append(inputs[keep])
+            chosen_labels.append(labels[keep])
+    if not chosen_labels:
+        raise DataError(f"no sample of the data has a label in 0..{num_classes - 1}; check the labels")
+    short = {c: int(n) for c, n in enumerate(taken.tolist()) if n < samples_per_class}
+    return (torch.cat(chosen_inputs), torch.cat(chosen_labels)), short
+
+
+def scoring_samples(context: ScoringContext, criterion: str, stacklevel: int = 5) -> list[Batch]:
+    """The batches to score: the first ``samples_per_class`` of each class as one batch, or all data as given.
+
+    A class that comes up short is a :class:`ClassBalanceWarning`. ``stacklevel`` 5 points it at the user's
+    call when this is called directly from the criterion function (here <- the criterion <-
+    ``Criterion.__call__`` <- ``score_blocks`` <- the caller); add one per frame in between.
+    """
+    batches = context.batches
+    assert batches is not None
+    per_class = context.options["samples_per_class"]
+    if per_class is None:
+        return list(batches)
+    num_classes = output_width(context.model, batches[0][0])
+    selected, short = select_per_class(batches, int(per_class), num_classes)  # type: ignore[arg-type]
+    if short:
+        listed = ", ".join(f"{c} ({n})" for c, n in short.items())
+        warnings.warn(
+            f"{criterion}: samples_per_class={per_class} but the data has fewer of classes {listed}; scoring "
+            f"with the {len(selected[1])} samples found. Pass more data or samples_per_class=None",
+            ClassBalanceWarning,
+            stacklevel=stacklevel,
+        )
+    return [selected]
 
 
 # ------------------------------------------------------------------------------------ weights, blocks

@@ -21,7 +21,6 @@ bit. Two behaviours of the reference code (Wang et al.) are options, off by defa
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import torch
@@ -29,7 +28,6 @@ from torch import nn
 
 from layerlottery.criteria.base import (
     Batch,
-    ClassBalanceWarning,
     Option,
     ScoringContext,
     aggregation_option,
@@ -40,7 +38,7 @@ from layerlottery.criteria.base import (
     positive_float,
     register_criterion,
 )
-from layerlottery.criteria.common import block_scores, hessian_gradient_products, output_width
+from layerlottery.criteria.common import block_scores, hessian_gradient_products, scoring_samples
 from layerlottery.errors import ConfigError, DataError
 
 
@@ -68,35 +66,6 @@ def hessian_gradient_product(
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, not {temperature}")
     return hessian_gradient_products(model, [(inputs, labels)], list(params), float(temperature))[1]
-
-
-def select_per_class(
-    batches: Sequence[Batch], samples_per_class: int, num_classes: int
-) -> tuple[Batch, dict[int, int]]:
-    """The first ``samples_per_class`` samples of each class, in data order, as one batch.
-
-    Returns the batch and ``{class: count}`` for the classes that came up short (empty when balanced).
-    One batch, because in BN train mode the composition of each batch changes the scores, and the
-    reference scores its class-balanced sample together.
-    """
-    taken = torch.zeros(num_classes, dtype=torch.long)
-    chosen_inputs, chosen_labels = [], []
-    for inputs, labels in batches:
-        if bool((taken >= samples_per_class).all()):
-            break
-        keep = torch.zeros(len(labels), dtype=torch.bool)
-        for index, label in enumerate(labels.tolist()):
-            if 0 <= label < num_classes and taken[label] < samples_per_class:
-                taken[label] += 1
-                keep[index] = True
-        if keep.any():
-            keep = keep.to(labels.device)
-            chosen_inputs.append(inputs[keep])
-            chosen_labels.append(labels[keep])
-    if not chosen_labels:
-        raise DataError(f"no sample of the data has a label in 0..{num_classes - 1}; check the labels")
-    short = {c: int(n) for c, n in enumerate(taken.tolist()) if n < samples_per_class}
-    return (torch.cat(chosen_inputs), torch.cat(chosen_labels)), short
 
 
 @register_criterion(
@@ -131,21 +100,7 @@ def grasp_weight_scores(context: ScoringContext, warning_stacklevel: int = 2) ->
     class-balance warning point at the caller's caller that matters.
     """
     options = context.options
-    batches = context.batches
-    assert batches is not None
-    if options["samples_per_class"] is not None:
-        per_class = int(options["samples_per_class"])  # type: ignore[arg-type]
-        num_classes = output_width(context.model, batches[0][0])
-        batch, short = select_per_class(batches, per_class, num_classes)
-        if short:
-            listed = ", ".join(f"{c} ({n})" for c, n in short.items())
-            warnings.warn(
-                f"grasp: samples_per_class={per_class} but the data has fewer of classes {listed}; scoring "
-                f"with the {len(batch[1])} samples found. Pass more data or samples_per_class=None",
-                ClassBalanceWarning,
-                stacklevel=warning_stacklevel,
-            )
-        batches = [batch]
+    batches = scoring_samples(context, "grasp", stacklevel=warning_stacklevel + 1)
     if options["halves"]:
         batches = class_sorted_halves(batches)
     if options["reinit_head"]:

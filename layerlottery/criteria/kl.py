@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from layerlottery.criteria.activations import chunks, sample_options, scoring_samples
+from layerlottery.criteria.activations import chunks, sample_options
+from layerlottery.criteria.common import scoring_samples
 from layerlottery.criteria.base import ScoringContext, register_criterion
 from layerlottery.errors import DataError
 from layerlottery.models.blocks import zero_branches

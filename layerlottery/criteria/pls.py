@@ -26,9 +26,9 @@ import torch
 from layerlottery.criteria.activations import (
     activation_option,
     sample_options,
-    scoring_samples,
     stream_block_activations,
 )
+from layerlottery.criteria.common import scoring_samples
 from layerlottery.criteria.base import Option, ScoringContext, integer, one_of, register_criterion
 from layerlottery.errors import ConfigError, DataError
 

@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 
 from layerlottery.config import DataSettings, TrainSettings
-from layerlottery.criteria.grasp import select_per_class
+from layerlottery.criteria.common import select_per_class
 from layerlottery.data import DeviceLoader, FolderLoader, ImageDataset, get_dataset
 from layerlottery.errors import ConfigError, DataError
 from layerlottery.training.loop import BatchLoader

@@ -12,7 +12,7 @@ from _criteria_helpers import assert_same, batch, double_copy, removable_names, 
 from torch.func import functional_call
 
 from layerlottery.criteria import ClassBalanceWarning, hessian_gradient_product, score_blocks
-from layerlottery.criteria.grasp import select_per_class
+from layerlottery.criteria.common import select_per_class
 from layerlottery.errors import ConfigError
 
 
