@@ -20,21 +20,9 @@ from layerlottery.experiments.tickets import plan_runs, preflight, run_experimen
 from layerlottery.reports import collect_runs, summarize, to_markdown
 from layerlottery.surgery.filters import count_filters
 
-TINY = [
-    "model.name=test_resnet",
-    "data.name=synthetic",
-    "data.options={num_samples: 96, image_size: 8, num_classes: 4}",
-    "data.padding=1",
-    "train.epochs=1",
-    "train.batch_size=16",
-    "train.lr=0.05",
-    "train.device=cpu",
-    "pruning.criteria=[snip,grasp]",
-    "pruning.p=[1]",
-    "pruning.samples_per_class=4",
-    "seeds=[0,1]",
-    "carbon.enabled=false",
-]
+from _experiment_helpers import tiny_settings
+
+TINY = tiny_settings(1, "pruning.criteria=[snip,grasp]", "pruning.p=[1]", "pruning.samples_per_class=4", "seeds=[0,1]")
 QUIET = dict(progress=False, log=lambda _: None)
 
 

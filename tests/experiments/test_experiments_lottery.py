@@ -20,19 +20,13 @@ from layerlottery.experiments.tickets import plan_runs, run_experiment
 from layerlottery.reports import summarize, to_markdown
 from layerlottery.training import Callback, load_snapshot, snapshot_path
 
-BASE = [
-    "model.name=test_resnet",
-    "data.name=synthetic",
-    "data.options={num_samples: 96, image_size: 8, num_classes: 4}",
-    "data.padding=1",
-    "train.epochs=4",
-    "train.batch_size=16",
-    "train.lr=0.05",
+from _experiment_helpers import tiny_settings
+
+BASE = tiny_settings(
+    4,
     "train.schedule=multistep",  # the lr changes at epochs 2 and 3: a replay from the wrong epoch shows
-    "train.device=cpu",
     "seeds=[0]",
-    "carbon.enabled=false",
-]
+)
 LOTTERY = [
     "lottery.criteria=[magnitude]",
     "lottery.p=[1]",

@@ -19,18 +19,9 @@ from layerlottery.metrics.cka import penultimate_cka
 from layerlottery.reports import collect_runs, summarize, to_markdown
 from layerlottery.surgery import RemovalPlan, remove_blocks
 
-BASE = [
-    "model.name=test_resnet",
-    "data.name=synthetic",
-    "data.options={num_samples: 96, image_size: 8, num_classes: 4}",
-    "data.padding=1",
-    "train.epochs=2",
-    "train.batch_size=16",
-    "train.lr=0.05",
-    "train.device=cpu",
-    "seeds=[0]",
-    "carbon.enabled=false",
-]
+from _experiment_helpers import tiny_settings
+
+BASE = tiny_settings(2, "seeds=[0]")
 AT_INIT = ["pruning.criteria=[snip]", "pruning.p=[1]", "pruning.samples_per_class=4"]
 LOTTERY = ["lottery.criteria=[magnitude]", "lottery.p=[1]", "lottery.rewind_epochs=[1]"]
 OPTIONS = {"image_size": 8, "num_classes": 4, "in_channels": 3, "shortcut": "B"}
