@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def tiny_settings(epochs: int, *extra: str) -> list[str]:
+def tiny_overrides(epochs: int, *extra: str) -> list[str]:
     """Overrides of the ``defaults`` preset for a tiny experiment of ``epochs`` epochs, then ``extra``."""
     return [
         "model.name=test_resnet",

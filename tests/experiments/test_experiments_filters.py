@@ -20,9 +20,9 @@ from layerlottery.experiments.tickets import plan_runs, preflight, run_experimen
 from layerlottery.reports import collect_runs, summarize, to_markdown
 from layerlottery.surgery.filters import count_filters
 
-from _experiment_helpers import tiny_settings
+from _experiment_helpers import tiny_overrides
 
-TINY = tiny_settings(1, "pruning.criteria=[snip,grasp]", "pruning.p=[1]", "pruning.samples_per_class=4", "seeds=[0,1]")
+TINY = tiny_overrides(1, "pruning.criteria=[snip,grasp]", "pruning.p=[1]", "pruning.samples_per_class=4", "seeds=[0,1]")
 QUIET = dict(progress=False, log=lambda _: None)
 
 

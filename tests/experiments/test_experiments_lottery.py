@@ -20,9 +20,9 @@ from layerlottery.experiments.tickets import plan_runs, run_experiment
 from layerlottery.reports import summarize, to_markdown
 from layerlottery.training import Callback, load_snapshot, snapshot_path
 
-from _experiment_helpers import tiny_settings
+from _experiment_helpers import tiny_overrides
 
-BASE = tiny_settings(
+BASE = tiny_overrides(
     4,
     "train.schedule=multistep",  # the lr changes at epochs 2 and 3: a replay from the wrong epoch shows
     "seeds=[0]",

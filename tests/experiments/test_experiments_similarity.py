@@ -19,9 +19,9 @@ from layerlottery.metrics.cka import penultimate_cka
 from layerlottery.reports import collect_runs, summarize, to_markdown
 from layerlottery.surgery import RemovalPlan, remove_blocks
 
-from _experiment_helpers import tiny_settings
+from _experiment_helpers import tiny_overrides
 
-BASE = tiny_settings(2, "seeds=[0]")
+BASE = tiny_overrides(2, "seeds=[0]")
 AT_INIT = ["pruning.criteria=[snip]", "pruning.p=[1]", "pruning.samples_per_class=4"]
 LOTTERY = ["lottery.criteria=[magnitude]", "lottery.p=[1]", "lottery.rewind_epochs=[1]"]
 OPTIONS = {"image_size": 8, "num_classes": 4, "in_channels": 3, "shortcut": "B"}

@@ -15,12 +15,12 @@ from layerlottery.experiments.tickets import plan_runs, run_experiment
 from layerlottery.reports import summarize
 from layerlottery.training import Callback
 
-from _experiment_helpers import tiny_settings
+from _experiment_helpers import tiny_overrides
 
 # Result fields that measure time, so a resumed run may differ from an uninterrupted one in them alone.
 TIMING_RECORD = {"epoch_train_seconds", "typical_epoch_seconds", "slowest_epoch_ratio", "timing_disturbed"}
 
-TINY = tiny_settings(2, "pruning.criteria=[snip,grasp]", "pruning.p=[1,2]", "pruning.samples_per_class=4", "seeds=[0,1]")
+TINY = tiny_overrides(2, "pruning.criteria=[snip,grasp]", "pruning.p=[1,2]", "pruning.samples_per_class=4", "seeds=[0,1]")
 
 
 def tiny_settings(tmp_path, *extra):
