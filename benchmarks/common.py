@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import platform
 import random
@@ -85,3 +86,16 @@ def apply_threads(args: argparse.Namespace) -> torch.device:
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     return device
+
+
+class Fallbacks(logging.Handler):
+    """Collects what the training loop logs when CUDA graphs do not apply, for the results file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+        logging.getLogger("layerlottery.training.graphed").addHandler(self)
+        logging.getLogger("layerlottery.training.graphed").setLevel(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -9,7 +9,8 @@ Contenders, each training its own copy of the same initial model for one epoch p
   :class:`~layerlottery.data.DeviceLoader`: the uint8 dataset lives on the device and every batch is gathered,
   padded, cropped, flipped and normalized there in a few vectorized ops. On CUDA ``train`` also uses its
   defaults, bfloat16 autocast and channels-last (``--fp32`` turns both off, so that only the loop and the data
-  pipeline differ).
+  pipeline differ), and replays its whole step from a CUDA graph with fused SGD (``train.cuda_graphs``; see
+  ``train_speed.py --modes`` for eager vs graphed side by side).
 - **plain, W workers**: the textbook loop. A ``Dataset`` returns one uint8 image tensor passed through
   ``torchvision.transforms.v2`` (RandomCrop(32, padding=4), RandomHorizontalFlip, ToDtype(float32, scale=True),
   Normalize) per sample, a ``DataLoader(batch_size, shuffle=True, num_workers=W)`` collates (pinned memory on

@@ -395,6 +395,10 @@ OverridesArg = typer.Argument(None, help="Settings to change, as section.name=va
 RunsDirOpt = typer.Option(None, "--runs-dir", help="Where run directories go (default: the preset's runs_dir, ./runs).")
 DryRunOpt = typer.Option(False, "--dry-run", metavar="", help="Print the resolved settings and the runs, train nothing.")
 QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bars.")
+JobsOpt = typer.Option(1, "--jobs", "-j", help="Runs trained at once, each in its own worker process (CPU: the cores shared out; CUDA: one GPU each). 1: one after the other in this process.")
+ExecutorOpt = typer.Option("local", "--executor", help="local (worker processes on this machine) or ray (Ray tasks; needs pip install 'layerlottery[ray]').")
+RunsPerGpuOpt = typer.Option(1, "--runs-per-gpu", help="Runs sharing one GPU when training in parallel.")
+AddressOpt = typer.Option(None, "--address", help="With --executor ray: the Ray cluster (auto: the one this machine belongs to). Default: $RAY_ADDRESS, else a local Ray instance.")
 
 
 @app.command()
@@ -405,6 +409,10 @@ def run(
     dry_run: bool = DryRunOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
+    jobs: int = JobsOpt,
+    executor: str = ExecutorOpt,
+    runs_per_gpu: int = RunsPerGpuOpt,
+    address: Optional[str] = AddressOpt,
 ) -> None:
     """Run an experiment: the dense network and every ticket, then print the table.
 
@@ -420,12 +428,15 @@ def run(
       layerlottery run my_experiment.yaml --dry-run
       layerlottery run lottery_quickstart
       layerlottery run paper_table1_resnet32 'lottery.criteria=[kl,random]' 'seeds=[0]'
+      layerlottery run paper_resnet32 --jobs 8 --runs-per-gpu 2      (8 runs at once on 4 GPUs)
+      layerlottery run paper_resnet32 --executor ray --address auto --jobs 32   (a Ray cluster)
     """
     from layerlottery.config import load_settings
+    from layerlottery.experiments.parallel import Parallelism
 
     all_overrides = list(overrides or []) + ([f"runs_dir={runs_dir}"] if runs_dir else [])
     settings = _run(lambda: load_settings(preset, all_overrides))
-    _experiment(settings, dry_run, quiet, as_json)
+    _experiment(settings, dry_run, quiet, as_json, Parallelism(jobs, executor, runs_per_gpu, address))
 
 
 @app.command()
@@ -444,6 +455,10 @@ def pai(
     dry_run: bool = DryRunOpt,
     quiet: bool = QuietOpt,
     as_json: bool = JsonOpt,
+    jobs: int = JobsOpt,
+    executor: str = ExecutorOpt,
+    runs_per_gpu: int = RunsPerGpuOpt,
+    address: Optional[str] = AddressOpt,
 ) -> None:
     """Pruning at initialization from flags: train dense and tickets, print the paper's Table 2/4.
 
@@ -452,6 +467,7 @@ def pai(
       layerlottery pai --model cifar_resnet20 --data digits --criteria grasp -p 1,2 --epochs 5 train.lr=0.05
     """
     from layerlottery.config import PRESETS_DIR, load_settings
+    from layerlottery.experiments.parallel import Parallelism
 
     flags = [
         f"model.name={model}", f"model.shortcut={shortcut}", f"data.name={data}",
@@ -464,19 +480,21 @@ def pai(
         flags.append(f"runs_dir={runs_dir}")
     base = preset or str(PRESETS_DIR / "defaults.yaml")
     settings = _run(lambda: load_settings(base, flags + list(overrides or [])))
-    _experiment(settings, dry_run, quiet, as_json)
+    _experiment(settings, dry_run, quiet, as_json, Parallelism(jobs, executor, runs_per_gpu, address))
 
 
-def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> None:
+def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool, parallel: Any) -> None:
     """Shared by run and pai: show the plan, or run everything and print the table."""
     from dataclasses import asdict
 
     from layerlottery.config import dump_settings, to_dict
+    from layerlottery.experiments.locks import read_owner
     from layerlottery.experiments.runs import RunDir, run_progress
     from layerlottery.atomic import atomic_write_text
     from layerlottery.experiments.tickets import preflight, run_experiment
     from layerlottery.reports import summarize, to_markdown, to_rich
 
+    _run(parallel.validate)
     if dry_run:
         checked = _run(lambda: preflight(settings, download=False))  # run_experiment's checks, nothing fetched
         for warning in checked.warnings:
@@ -484,20 +502,23 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
         specs = checked.specs
         run_dirs = [RunDir(settings.runs_dir, spec) for spec in specs]
         progress = [run_progress(run_dir) for run_dir in run_dirs]
+        owners = [read_owner(run_dir.path) for run_dir in run_dirs]  # runs another process is training now
         if as_json:
             runs = [
-                {"label": d.spec.label, "dir": str(d.path), "status": p.state, "epochs_done": p.epochs_done}
-                for d, p in zip(run_dirs, progress)
+                {"label": d.spec.label, "dir": str(d.path), "status": p.state, "epochs_done": p.epochs_done,
+                 "trained_by": o.describe() if o else None}
+                for d, p, o in zip(run_dirs, progress, owners)
             ]
             return _emit_json({"settings": to_dict(settings), "runs": runs})
         out.print(dump_settings(settings), markup=False, highlight=False)
-        for run_dir, state in zip(run_dirs, progress):
-            out.print(f"{run_dir.spec.label:<28} {str(state):<28} {run_dir.path}", markup=False, highlight=False)
+        for run_dir, state, owner in zip(run_dirs, progress, owners):
+            training = f"  (being trained by {owner.describe()})" if owner else ""
+            out.print(f"{run_dir.spec.label:<28} {str(state):<28} {run_dir.path}{training}", markup=False, highlight=False)
         counts = {name: sum(p.state == name for p in progress) for name in ("finished", "partial", "new")}
         out.print(f"{len(progress)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items()), highlight=False)
         return
     log = (lambda message: None) if as_json else (lambda message: err.print(message, markup=False, highlight=False, soft_wrap=True))
-    result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log))
+    result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log, parallel=parallel))
     dense, rows = summarize(result.runs, settings.xi)
     if as_json:
         return _emit_json({"dense": asdict(dense), "tickets": [asdict(row) for row in rows], "runs": result.runs})
@@ -518,20 +539,27 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool) -> Non
 def report(
     runs_dir: Path = typer.Argument(Path("runs"), help="A runs directory (default: ./runs)."),
     xi: float = typer.Option(0.0, "--xi", help="Winning margin in accuracy points: a ticket wins when acc + xi >= dense."),
+    report_out: Optional[Path] = typer.Option(None, "--out", help="Folder for the report's figures (PNG, SVG) and tables (Markdown, CSV, LaTeX); default RUNS_DIR/report. An earlier report there is replaced."),
+    no_files: bool = typer.Option(False, "--no-files", metavar="", help="Only print the tables; write no files."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Tables from finished runs, without training: one per experiment found in RUNS_DIR.
+    """Tables and figures from finished runs, without training: one set per experiment found in RUNS_DIR.
 
     Runs trained the same way (network, data, training) form one experiment; each ticket is compared
-    with the dense run of its seed.
+    with the dense run of its seed. Besides printing the tables (and a robustness table where runs have a
+    robustness.json), writes them as Markdown, CSV and LaTeX (booktabs) and draws the figures (PNG and SVG)
+    into RUNS_DIR/report (see index.md there).
 
     Examples:
       layerlottery report runs
-      layerlottery report runs --xi 0.2 --json
+      layerlottery report runs --out paper/figures --xi 0.2
+      layerlottery report runs --no-files --json
     """
     from dataclasses import asdict
 
     from layerlottery.reports import collect_runs, summarize, to_rich
+    from layerlottery.robustness.summary import robustness_table, rows_to_dict
+    from layerlottery.robustness.summary import to_rich as robustness_to_rich
 
     from layerlottery.config import check_margin
 
@@ -543,14 +571,84 @@ def report(
             err.print(f"{name}: no finished dense run yet, skipped", markup=False, highlight=False, soft_wrap=True)
             continue
         tables[name] = summarize(results, xi)
+    robustness = {name: rows for name, rows in _run(lambda: robustness_table(runs_dir)).items() if name in tables}
+    written = None
+    if tables and not no_files:
+        from layerlottery.reports.write import write_report
+
+        written = _run(lambda: write_report(runs_dir, report_out, xi))
     if as_json:
-        return _emit_json({name: {"dense": asdict(d), "tickets": [asdict(r) for r in rows]} for name, (d, rows) in tables.items()})
+        return _emit_json({
+            name: {"dense": asdict(d), "tickets": [asdict(r) for r in rows]}
+            | ({"robustness": rows_to_dict(robustness[name])} if name in robustness else {})
+            for name, (d, rows) in tables.items()
+        })  # fmt: skip
     if not tables:
         _fail(f"no finished experiment (dense run + tickets) in {runs_dir}")
     for name, (dense, rows) in tables.items():
         table, dense_line = to_rich(dense, rows, xi, title=name)
         out.print(table)
         out.print(dense_line, highlight=False)
+        if name in robustness:
+            out.print(robustness_to_rich(robustness[name], title=f"{name}: robustness"))
+    if written is not None:
+        for experiment in written.experiments:
+            for note in experiment.notes:
+                err.print(f"{experiment.name}: {note}", markup=False, highlight=False, soft_wrap=True)
+        figures = sum(len(e.figures) for e in written.experiments)
+        tables_written = sum(len(e.tables) for e in written.experiments)
+        out.print(
+            f"Report written to {written.out}: {tables_written} table(s) (.md .csv .tex), {figures} figure(s) (.png .svg); "
+            f"start with {written.out / 'index.md'}", markup=False, highlight=False, soft_wrap=True,
+        )
+
+
+@app.command()
+def robustness(
+    run_dirs: list[Path] = typer.Argument(..., help="Finished run directories (runs/dense-...), or a runs directory: every finished run inside."),
+    corruptions: Optional[str] = typer.Option(None, "--corruptions", help="Comma-separated corruption names or families (noise, blur, digital); default all; none for none."),
+    severities: Optional[str] = typer.Option(None, "--severities", help="Comma-separated severities 1..5 (default 1,2,3,4,5)."),
+    source: str = typer.Option("generated", "--source", help="generated (corrupted on the fly; any dataset) or cifar10c (the published CIFAR-10-C images; CIFAR-10 runs)."),
+    shift: Optional[str] = typer.Option(None, "--shift", help="Published shifted test sets: cifar102 (CIFAR-10.2; CIFAR-10 runs). Default none."),
+    attacks: Optional[list[str]] = typer.Option(None, "--attack", help="Attack, repeatable: NAME:NORM:eps=E[:alpha=A][:steps=N][:restarts=R], e.g. pgd:linf:eps=8/255:steps=10 or fgsm:l2:eps=0.5. Default auto: PGD L-inf, 10 steps, eps 0.07 on grayscale data, 1/255 on colour data. none for none."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Test images for clean and corruption accuracy: a seeded subset (default: all)."),
+    attack_samples: int = typer.Option(500, "--attack-samples", help="Test images attacked, the first of the same subset (default 500; 0 = all)."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
+    device: str = DeviceOpt,
+    seed: int = typer.Option(0, "--seed", help="Seeds the image subset, the corruption noise and the attack starts: every run sees the same images."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where the runs' dataset files and the published sets are (default: each run's data.data_dir)."),
+    quiet: bool = QuietOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Robustness of finished runs: accuracy under corruptions, on shifted test sets and under attack.
+
+    Each run is evaluated on its own test split (rebuilt from its settings) and the results go to
+    robustness.json in its directory, part by part: a second call computes nothing, an interrupted one
+    resumes, and changed settings compute only what they change. Every run sees the same corrupted images.
+
+    Examples:
+      layerlottery robustness runs
+      layerlottery robustness runs/dense-1dd146ba6c1b --corruptions noise,blur --severities 3,5
+      layerlottery robustness runs --attack pgd:linf:eps=0.1:steps=20 --attack fgsm:linf:eps=0.1 --attack-samples 1000
+      layerlottery robustness runs --source cifar10c --shift cifar102 --device cuda
+    """
+    from layerlottery.robustness.evaluate import evaluate_runs
+    from layerlottery.robustness.settings import settings_from_flags
+    from layerlottery.robustness.summary import runs_table
+
+    settings = _run(lambda: settings_from_flags(
+        corruptions=corruptions, severities=severities, source=source, shift=shift, attacks=attacks,
+        max_samples=max_samples, attack_samples=attack_samples, batch_size=batch_size, device=device, seed=seed,
+    ))  # fmt: skip
+    log = lambda message: err.print(message, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    evaluations = _run(lambda: evaluate_runs(run_dirs, settings, data_dir=data_dir, progress=not (quiet or as_json), log=log))
+    if as_json:
+        return _emit_json([{"path": str(e.path), "label": e.label, "computed": e.computed, **e.record} for e in evaluations])
+    out.print(runs_table(evaluations))
+    computed = sum(e.computed for e in evaluations)
+    if computed == 0:
+        err.print(f"Every part was already stored in the {len(evaluations)} run(s); nothing computed.", markup=False, soft_wrap=True)
+    out.print(f"Results in robustness.json of each run directory ({computed} part(s) computed now).", markup=False, highlight=False)
 
 
 def _literal_brackets_in_help(typer_app: typer.Typer) -> None:

@@ -114,9 +114,18 @@ class TrainSettings:
     """Channels-last memory format on CUDA; ignored on the CPU."""
     compile: bool = False
     """torch.compile the model (time spent compiling is not counted as training time)."""
+    cuda_graphs: bool = _not_hashed(True)
+    """On CUDA, capture the whole training step in one CUDA graph and replay it (see
+    ``layerlottery.training.graphed``); where graphs cannot apply (CPU, ``compile`` on, a failed capture) the
+    step runs eagerly and the reason is logged once. Not hashed: a replay runs the very kernels of the eager
+    step, with the same fused SGD (which CUDA training uses with or without graphs), so the result differs
+    from eager only in rounding, as between two GPUs; the device is not hashed either."""
     eval_every: int = _not_hashed(1)
     device: str = _not_hashed("auto")
     """cpu, cuda, cuda:N or auto."""
+    tensorboard: bool = _not_hashed(False)
+    """Stream per-epoch loss, accuracy, lr and images/s to TensorBoard (``<run dir>/tensorboard/``); needs
+    ``pip install 'layerlottery[tensorboard]'``. Not hashed: logging changes no result."""
 
     def validate(self) -> None:
         checks = [
@@ -137,6 +146,10 @@ class TrainSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.tensorboard:
+            from layerlottery.training.tensorboard import require_tensorboard
+
+            require_tensorboard()  # before any run starts, not after the first one trained
 
     def milestone_epochs(self) -> list[int]:
         """The milestones as epoch numbers, e.g. [100, 150] for 200 epochs."""
@@ -287,6 +300,41 @@ class CarbonSettings:
 
 
 @dataclass(frozen=True)
+class RobustnessSettings:
+    """How finished runs are evaluated for robustness (``layerlottery robustness``, or after an experiment's runs
+    when ``after_training`` is on). Evaluation never changes a run's result: not hashed. See
+    :mod:`layerlottery.robustness.evaluate`."""
+
+    after_training: bool = False
+    """Evaluate every finished run of the experiment after its runs (and CKA); a rerun computes nothing."""
+    corruptions: tuple[str, ...] = ("all",)
+    """Corruption names (gaussian_noise, ...), families (noise, blur, digital) or ``all``; ``[]`` = none."""
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    source: str = "generated"
+    """``generated`` (corruptions applied on the fly, any dataset) or ``cifar10c`` (the published CIFAR-10-C
+    images; CIFAR-10 runs only)."""
+    shift: tuple[str, ...] = ()
+    """Published shifted test sets: ``[cifar102]`` (CIFAR-10.2; CIFAR-10 runs only)."""
+    attacks: tuple[str, ...] = ("auto",)
+    """Attack specs such as ``pgd:linf:eps=8/255:steps=10``; ``auto`` = PGD L-inf, 10 steps, eps 0.07 on
+    grayscale data and 1/255 on colour data (see :mod:`layerlottery.robustness.settings`); ``[]`` = none."""
+    max_samples: int | None = None
+    """Test images for clean and corruption accuracy (a fixed seeded subset); None = the whole test split."""
+    attack_samples: int | None = 500
+    """Test images attacked (the first of the same subset); attacks are expensive on a CPU. None = all."""
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+    """Seeds the subset, the corruption noise and random attack starts: every run sees the same images."""
+
+    def validate(self, data_name: str | None = None) -> None:
+        """Check the section (``data_name``: the experiment's dataset, for the CIFAR-10-only sources)."""
+        from layerlottery.robustness.settings import check_robustness_settings
+
+        check_robustness_settings(self, data_name)
+
+
+@dataclass(frozen=True)
 class ExperimentSettings:
     """One experiment, per seed: the dense network and every ticket, at initialization (Algorithm 2, the
     ``pruning`` section) or after training with rewinding (Algorithm 1, when the ``lottery`` section is on)."""
@@ -303,6 +351,8 @@ class ExperimentSettings:
     xi: float = _not_hashed(0.0)
     """A ticket wins when its accuracy + xi >= the dense accuracy (the paper: xi = 0)."""
     carbon: CarbonSettings = _not_hashed(default_factory=CarbonSettings)
+    robustness: RobustnessSettings = _not_hashed(default_factory=RobustnessSettings)
+    """Robustness of the finished runs (corruptions, shifted test sets, attacks); off unless ``after_training``."""
     runs_dir: str = _not_hashed("runs")
     """Where run directories live; each is named by the hash of its settings."""
 
@@ -325,6 +375,7 @@ class ExperimentSettings:
             raise ConfigError("runs_dir is empty; name the folder for run directories, e.g. runs")
         for part in (self.model, self.data, self.train, self.pruning, self.carbon):
             part.validate()
+        self.robustness.validate(self.data.name)
         self.lottery.validate(self.train)
 
 

@@ -4,7 +4,8 @@
 returns :class:`BlockScores` (block name -> score, plus the criterion and every resolved option). Criteria:
 ``random``, ``magnitude`` (data-free baselines), ``snip``, ``gradnorm``, ``grasp`` (need data) and
 ``synflow`` (data-free, float64) for networks at initialization; ``hrank``, ``expectabs``, ``kl`` and ``pls``
-(need data, BN in eval mode by default) read what a trained network computes. Add one with
+(need data, BN in eval mode by default) read what a trained network computes, as do ``block_influence``
+and ``angular_distance`` (transformer layers: how much a block turns its hidden states). Add one with
 :func:`register_criterion`.
 """
 
@@ -12,6 +13,7 @@ from layerlottery.criteria import baseline as _baseline  # noqa: F401  (register
 from layerlottery.criteria import feature_maps as _feature_maps  # noqa: F401  (registers hrank, expectabs)
 from layerlottery.criteria import gradient as _gradient  # noqa: F401  (registers snip, gradnorm)
 from layerlottery.criteria import grasp as _grasp  # noqa: F401  (registers grasp)
+from layerlottery.criteria import hidden_states as _hidden_states  # noqa: F401  (block_influence, angular_distance)
 from layerlottery.criteria import kl as _kl  # noqa: F401  (registers kl)
 from layerlottery.criteria import pls as _pls  # noqa: F401  (registers pls)
 from layerlottery.criteria import synflow as _synflow  # noqa: F401  (registers synflow)

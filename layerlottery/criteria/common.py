@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from layerlottery.criteria.base import Batch, ClassBalanceWarning, ScoringContext
 from layerlottery.errors import DataError, PruningError
-from layerlottery.metrics.macs import inference_mode_of
+from layerlottery.metrics.macs import inference_mode_of, takes_token_ids
 from layerlottery.models.blocks import BlockInfo, block_kind_of
 
 
@@ -32,13 +32,18 @@ def materialize_batches(data: Any, model: nn.Module) -> list[Batch]:
     """``data`` (one ``(inputs, labels)`` batch or an iterable of them) as a checked list on the model's device.
 
     Inputs are cast to the model's floating dtype (so a float64 copy scores in float64); labels to int64.
+    A text model (:func:`~layerlottery.metrics.macs.takes_token_ids`) takes integer token ids, alone (they
+    are then their own labels, as in language modelling) or with labels per sample or per token.
     """
+    token_ids = takes_token_ids(model)
     if _is_batch(data):
         raw = [data]
+    elif token_ids and isinstance(data, torch.Tensor):
+        raw = [(data, data)]
     elif isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise DataError("data must be a batch (inputs, labels) or an iterable of such batches, e.g. a DataLoader")
     else:
-        raw = list(data)
+        raw = [(item, item) if token_ids and isinstance(item, torch.Tensor) else item for item in data]
     if not raw:
         raise DataError("data holds no batches; pass at least one (inputs, labels) batch")
     device, dtype = model_device_dtype(model)
@@ -47,16 +52,20 @@ def materialize_batches(data: Any, model: nn.Module) -> list[Batch]:
         if not _is_batch(batch):
             raise DataError(f"batch {index} is {type(batch).__name__}, not a pair (inputs, labels) of tensors")
         inputs, labels = batch
-        if inputs.dim() < 2 or labels.dim() != 1 or len(inputs) != len(labels) or len(labels) == 0:
+        per_token = token_ids and labels.shape == inputs.shape
+        if inputs.dim() < 2 or (labels.dim() != 1 and not per_token) or len(inputs) != len(labels) or len(labels) == 0:
             raise DataError(
                 f"batch {index}: inputs {tuple(inputs.shape)} and labels {tuple(labels.shape)} must share a "
                 "non-empty batch dimension (labels 1-D); wrap a Dataset in a DataLoader to get batches"
             )
-        if not inputs.is_floating_point():
+        if token_ids and (inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool):
+            raise DataError(f"batch {index}: inputs are {inputs.dtype}; a text model takes integer token ids")
+        if not token_ids and not inputs.is_floating_point():
             raise DataError(f"batch {index}: inputs are {inputs.dtype}; convert and normalize them to floats first")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise DataError(f"batch {index}: labels are {labels.dtype}; pass integer class indices")
-        batches.append((inputs.to(device=device, dtype=dtype), labels.to(device=device, dtype=torch.long)))
+        inputs = inputs.to(device=device, dtype=torch.long if token_ids else dtype)
+        batches.append((inputs, labels.to(device=device, dtype=torch.long)))
     return batches
 
 
@@ -224,6 +233,11 @@ def batch_loss(model: nn.Module, batch: Batch, total: int, temperature: float = 
     """
     inputs, labels = batch
     logits = model(inputs)
+    if not isinstance(logits, torch.Tensor):
+        raise DataError(
+            f"the model returns {type(logits).__name__}, not a logits tensor; gradient criteria need a classifier "
+            "(for a Hugging Face text model use block_influence or angular_distance)"
+        )
     if logits.dim() != 2:
         raise DataError(f"the model returns outputs of shape {tuple(logits.shape)}; criteria need (batch, classes) logits")
     if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:

@@ -14,7 +14,7 @@ from layerlottery.config import DataSettings, TrainSettings
 from layerlottery.criteria.common import select_per_class
 from layerlottery.data import DeviceLoader, FolderLoader, ImageDataset, get_dataset
 from layerlottery.errors import ConfigError, DataError
-from layerlottery.training.loop import BatchLoader
+from layerlottery.training.loop import BatchLoader, eval_batch_size
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 FOLDER = "folder"
@@ -58,7 +58,7 @@ class MemorySource:
             self.train, train.batch_size, shuffle=True, augment=data.augment, padding=data.padding,
             flip=data.flip, seed=seed, device=device, channels_last=channels_last,
         )
-        test_loader = DeviceLoader(self.test, 512, shuffle=False, device=device, channels_last=channels_last)
+        test_loader = DeviceLoader(self.test, eval_batch_size(device), shuffle=False, device=device, channels_last=channels_last)
         return train_loader, test_loader
 
     def scoring_batch(self, samples_per_class: int, seed: int, device: torch.device) -> Batch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -17,6 +17,7 @@ from layerlottery.config import DataSettings, ExperimentSettings
 from layerlottery.criteria import get_criterion
 from layerlottery.errors import ConfigError, DataError, PruningError
 from layerlottery.experiments import filter_baseline, lottery, similarity
+from layerlottery.experiments.parallel import Parallelism, train_runs
 from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_for_spec
 from layerlottery.experiments.runs import FILTERS, RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource, data_source
@@ -27,8 +28,9 @@ from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remo
 from layerlottery.surgery.filters import FilterPlan
 from layerlottery.reports.results import with_similarity
 from layerlottery.threads import threads_setting
-from layerlottery.training import resolve_device, train
+from layerlottery.training import Callback, resolve_device, train
 from layerlottery.training.emissions import EmissionsRecorder
+from layerlottery.training.tensorboard import TensorBoardLogger
 from layerlottery.atomic import check_writable_folder
 
 Log = Callable[[str], None]
@@ -200,39 +202,55 @@ def _test_split_warnings(source: DataSource) -> list[str]:
     ]
 
 
-def run_experiment(settings: ExperimentSettings, *, progress: bool = True, log: Log = print) -> ExperimentResult:
+def run_experiment(
+    settings: ExperimentSettings, *, progress: bool = True, log: Log = print, parallel: Parallelism | None = None
+) -> ExperimentResult:
     """Run (or resume, or just read) every run of the experiment and return their results.
 
-    Everything that can be checked before training is checked first (see :func:`preflight`). After the runs,
-    each finished ticket's linear CKA with its dense run is computed once (``similarity.json``, see
-    :mod:`layerlottery.experiments.similarity`) and added to its result as ``cka``.
+    Everything that can be checked before training is checked first (see :func:`preflight`). The runs train
+    one after the other in this process, or as ``parallel`` says (worker processes, Ray: see
+    :mod:`layerlottery.experiments.parallel`); either way each run is claimed with a lock, so two calls on
+    the same ``runs_dir`` never train one run twice. After the runs, each finished ticket's linear CKA with
+    its dense run is computed once (``similarity.json``, see :mod:`layerlottery.experiments.similarity`)
+    and added to its result as ``cka``; with ``robustness.after_training``, every run's robustness is evaluated
+    once (``robustness.json``, see :mod:`layerlottery.robustness.evaluate`).
+
+    Raises :class:`~layerlottery.experiments.parallel.RunsFailedError` naming the runs that failed when
+    training in parallel (the others finish first).
     """
+    parallel = parallel or Parallelism()
+    parallel.validate()
     checked = preflight(settings)
     for warning in checked.warnings:
         log(warning)
     specs = checked.specs
-    results, trained = [], 0
-    for index, spec in enumerate(specs, start=1):
-        run_dir = RunDir(settings.runs_dir, spec)
-        if run_dir.is_finished():
-            results.append(run_dir.read_result())
-            continue
-        log(f"[{index}/{len(specs)}] {spec.label}: {run_dir.path}")
-        assert checked.source is not None  # loaded by preflight, since this run is pending
-        results.append(execute_run(spec, run_dir, checked.source, settings, progress=progress))
-        trained += 1
+    trained = train_runs(settings, specs, parallel, source=checked.source, progress=progress, log=log) if checked.pending else 0
     pairs = similarity.pending_similarities(settings.runs_dir, specs)
     if pairs:  # once per ticket: a rerun finds every similarity.json and loads no data
         source = checked.source if checked.source is not None else data_source(settings.data)
         similarity.compute_similarities(pairs, source, checked.device, log)
+    if settings.robustness.after_training:  # every part once per run: a rerun finds them stored, computes nothing
+        from layerlottery.robustness.evaluate import evaluate_runs
+
+        run_paths = [RunDir(settings.runs_dir, spec).path for spec in specs]
+        evaluate_runs(run_paths, settings.robustness, progress=progress, log=log)
+    results = [RunDir(settings.runs_dir, spec).read_result() for spec in specs]
     results = [with_similarity(result, RunDir(settings.runs_dir, spec).path) for spec, result in zip(specs, results)]
     return ExperimentResult(settings, results, trained)
 
 
 def execute_run(
-    spec: RunSpec, run_dir: RunDir, source: DataSource, settings: ExperimentSettings, *, progress: bool = True
+    spec: RunSpec,
+    run_dir: RunDir,
+    source: DataSource,
+    settings: ExperimentSettings,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
-    """Train one run to completion (resuming if it was interrupted) and write its result."""
+    """Train one run to completion (resuming if it was interrupted) and write its result.
+
+    ``callbacks`` join the training loop's (a parallel worker's progress reporter)."""
     run_dir.prepare()
     device = resolve_device(spec.train.device)
     model, plan = _initial_model(spec, run_dir, source, device)
@@ -242,9 +260,10 @@ def execute_run(
         enabled=carbon.enabled, country_iso_code=carbon.country_iso_code,
         grid_intensity_g_per_kwh=carbon.grid_intensity_g_per_kwh,
     )
+    streams = [TensorBoardLogger(run_dir.path / "tensorboard")] if spec.train.tensorboard else []
     outcome = train(
         model, train_loader, spec.train, eval_loader=test_loader, checkpoint_dir=run_dir.checkpoints,
-        callbacks=[emissions], progress=progress, seed=spec.seed, start_epoch=spec.start_epoch,
+        callbacks=[emissions, *streams, *callbacks], progress=progress, seed=spec.seed, start_epoch=spec.start_epoch,
     )
     energy = emissions.totals(outcome.history)
     result = {

@@ -21,8 +21,9 @@ def resolve_input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> 
     """The per-sample input shape to count with: ``input_shape`` or the model's ``default_input_shape``."""
     shape = input_shape if input_shape is not None else getattr(model, "default_input_shape", None)
     if shape is None:
+        example = "(128,), the sequence length," if takes_token_ids(model) else "(3, 32, 32)"
         raise ConfigError(
-            f"{type(model).__name__} has no default_input_shape; pass input_shape, e.g. (3, 32, 32) without the batch size"
+            f"{type(model).__name__} has no default_input_shape; pass input_shape, e.g. {example} without the batch size"
         )
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
@@ -47,10 +48,17 @@ def inference_mode_of(model: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
+def takes_token_ids(model: nn.Module) -> bool:
+    """Whether ``model`` reads integer token ids (a Hugging Face text model: ``main_input_name == "input_ids"``)."""
+    return getattr(model, "main_input_name", None) == "input_ids"
+
+
 def example_input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
-    """A zero batch on the model's device and in its floating dtype."""
+    """A zero batch on the model's device and in its floating dtype (token id 0 for a text model)."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
+    if takes_token_ids(model):
+        return torch.zeros((batch_size, *input_shape), device=device, dtype=torch.long)
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     return torch.zeros((batch_size, *input_shape), device=device, dtype=dtype)
 

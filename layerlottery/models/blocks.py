@@ -1,11 +1,14 @@
 """Residual blocks of a network: what they are, where they sit, what they cost, whether they can go.
 
 A *block kind* tells how to recognise one family of residual blocks (our ``BasicBlock``, torchvision's
-``BasicBlock`` and ``Bottleneck``), which module ends its residual branch, and whether its shortcut is the
-identity. :func:`find_blocks` walks a model, runs one sample through it to record shapes and MACs, and
+``BasicBlock`` and ``Bottleneck``; timm's in ``timm_blocks``, Hugging Face transformer layers in
+``transformers_blocks``; others found by tracing in ``traced_blocks``), which module ends its residual
+branch, and whether its shortcut is the identity. :func:`find_blocks` walks a model, runs one sample through it to record shapes and MACs, and
 returns one :class:`BlockInfo` per block. Only blocks with an identity shortcut and equal input and output
 shapes, held in an ``nn.Sequential``, can be deleted: removing such a block equals forcing its residual
 branch to zero, because the block then computes ``relu(x)`` of an input that is already non-negative.
+Transformer layers (several branches; an ``nn.ModuleList`` that the model iterates over) are the
+exceptions a kind declares: see :class:`BlockKind`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from layerlottery.metrics.macs import (
     resolve_input_shape,
 )
 from layerlottery.models.cifar_resnet import BasicBlock
+from layerlottery.models.traced_blocks import discover_block_kinds
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,22 @@ class BlockKind:
     branch_end: Callable[[nn.Module], nn.Module]
     """The last module of the residual branch (its output is what the shortcut is added to)."""
     has_identity_shortcut: Callable[[nn.Module], bool]
+    branch_ends: Callable[[nn.Module], tuple[nn.Module, ...]] | None = None
+    """Every residual branch's last module, for blocks with several branches (a transformer layer adds an
+    attention branch, then an MLP branch); ``None`` means the one branch that ends in ``branch_end``."""
+    skip_by_zeroing: bool = True
+    """Zeroing every branch makes the block return its input (up to a final ReLU of a non-negative input).
+    False for post-norm blocks (BERT's ``LayerNorm(x + f(x))``): their removal is skipping, ``h' = h``."""
+    in_module_list: bool = False
+    """The model iterates over the ``nn.ModuleList`` holding these blocks, so one can be deleted from it
+    (the list is rebuilt and renumbered, see ``layerlottery.surgery.layer_lists``)."""
+    obstacle: Callable[[nn.Module], str] | None = None
+    """A kind-specific reason why a block cannot be removed (``""`` when it can), e.g. a setting that ties
+    the block's computation to its position."""
+
+    def all_branch_ends(self, module: nn.Module) -> tuple[nn.Module, ...]:
+        """The last module of each residual branch of ``module``."""
+        return self.branch_ends(module) if self.branch_ends is not None else (self.branch_end(module),)
 
 
 _BLOCK_KINDS: list[BlockKind] = []
@@ -187,6 +207,8 @@ def residual_modules(model: nn.Module, required: bool = False) -> list[tuple[str
                 visit(name, child)
 
     visit("", model)
+    if not found and discover_block_kinds(model, strict=required):  # the torch.fx fallback for classes no kind knows
+        visit("", model)
     if required and not found:
         raise PruningError(
             f"{type(model).__name__} has no residual blocks that layerlottery knows; "
@@ -207,15 +229,15 @@ def find_blocks(model: nn.Module, input_shape: Sequence[int] | None = None) -> N
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def recorder(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            shapes[name] = (tuple(args[0].shape[1:]), tuple(output.shape[1:]))
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            shapes[name] = (tuple(block_input(args, kwargs).shape[1:]), tuple(first_tensor(output).shape[1:]))
 
         return hook
 
     counter = FlopCounterMode(display=False)
     with contextlib.ExitStack() as stack:
         for name, module, _ in found:
-            stack.callback(module.register_forward_hook(recorder(name)).remove)
+            stack.callback(module.register_forward_hook(recorder(name), with_kwargs=True).remove)
         stack.enter_context(inference_mode_of(model))
         stack.enter_context(counter)
         model(example_input(model, shape))
@@ -261,9 +283,28 @@ def structural_obstacle(module: nn.Module, kind: BlockKind, parent: nn.Module | 
     """
     if not kind.has_identity_shortcut(module):
         return "projection/downsampling shortcut"
-    if not isinstance(parent, nn.Sequential):
+    if not isinstance(parent, nn.Sequential) and not (kind.in_module_list and isinstance(parent, nn.ModuleList)):
         return "not held in an nn.Sequential"
-    return ""
+    return kind.obstacle(module) if kind.obstacle is not None else ""
+
+
+def first_tensor(value: object) -> torch.Tensor:
+    """The tensor a block returns: itself, or the first element of a tuple (older Hugging Face layers)."""
+    while isinstance(value, (tuple, list)):
+        value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise PruningError(f"a residual block returned {type(value).__name__}, not a tensor; layerlottery cannot read it")
+    return value
+
+
+def block_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The tensor a block is called with: its first positional argument, or ``hidden_states=`` / ``x=``."""
+    if args:
+        return first_tensor(args[0])
+    for key in ("hidden_states", "x"):
+        if key in kwargs:
+            return first_tensor(kwargs[key])
+    raise PruningError("a residual block was called without a positional input or hidden_states=; layerlottery cannot read it")
 
 
 @contextlib.contextmanager
@@ -271,6 +312,8 @@ def zero_branches(model: nn.Module, names: Iterable[str]) -> Iterator[None]:
     """Force the residual branch of each named block to output zeros, for the duration of the context.
 
     The block then computes ``shortcut(x)`` (+ its final activation), which is what deleting it leaves.
+    A block with several branches (a transformer layer) has all of them zeroed; a post-norm block (whose
+    kind has ``skip_by_zeroing=False``) is refused, as zeroing its branches does not skip it.
     """
     modules = dict(model.named_modules())
     handles = []
@@ -280,9 +323,19 @@ def zero_branches(model: nn.Module, names: Iterable[str]) -> Iterator[None]:
             kind = block_kind_of(module) if module is not None else None
             if kind is None:
                 raise PruningError(f"{name!r} is not a residual block of {type(model).__name__}")
-            end = kind.branch_end(module)
-            handles.append(end.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
+            if not kind.skip_by_zeroing:
+                raise PruningError(
+                    f"block {name} ({kind.name}) normalizes after its residual additions, so zeroing its branches "
+                    "does not skip it; compare with the block skipped (its output replaced by its input) instead"
+                )
+            for end in kind.all_branch_ends(module):
+                handles.append(end.register_forward_hook(lambda _m, _a, out: torch.zeros_like(out)))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+# Block kinds of other libraries' models; they import nothing of those libraries until a model uses them.
+from layerlottery.models import timm_blocks as _timm_blocks  # noqa: E402,F401  (registers timm kinds)
+from layerlottery.models import transformers_blocks as _transformers_blocks  # noqa: E402,F401  (Hugging Face kinds)

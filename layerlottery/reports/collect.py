@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layerlottery.errors import DataError
-from layerlottery.reports.results import read_result_file, with_similarity
+from layerlottery.reports.results import read_checked_json, read_result_file, with_similarity
 
 SKIP_HINT = "move the run folder away to report the rest (or delete it and rerun to retrain it)"
 
@@ -23,10 +23,15 @@ def collect_runs(runs_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]
     compared with dense runs trained the same way. Unfinished runs (no ``result.json``) are left out. A run
     folder whose ``settings.json`` or ``result.json`` is broken stops the report with a DataError naming it.
     """
+    return {key: [result for _, result in runs] for key, runs in collect_run_dirs(runs_dir).items()}
+
+
+def collect_run_dirs(runs_dir: str | os.PathLike) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+    """Like :func:`collect_runs`, with each result's run folder (where its metrics.csv and robustness.json are)."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise DataError(f"runs directory {root} does not exist")
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for result_file in sorted(root.glob("*/result.json")):
         record = read_settings_record(result_file.parent / "settings.json")
         result = read_result_file(result_file, record["settings"], hint=SKIP_HINT)
@@ -36,20 +41,13 @@ def collect_runs(runs_dir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]
         label = f"{settings['model']['name']} on {settings['data']['name']}, {settings['train']['epochs']} epochs"
         digest = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
         key = f"{label} (settings {digest})"
-        groups.setdefault(key, []).append(result)
+        groups.setdefault(key, []).append((result_file.parent, result))
     return groups
 
 
 def read_settings_record(path: Path) -> dict[str, Any]:
     """A run's ``settings.json`` (as ``RunDir.prepare`` writes it), checked to hold what the report reads."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is unreadable ({exc}); {SKIP_HINT}") from None
-    problem = _settings_problem(record)
-    if problem:
-        raise DataError(f"{path} is not a run's settings ({problem}); {SKIP_HINT}")
-    return record
+    return read_checked_json(path, _settings_problem, "a run's settings", SKIP_HINT)
 
 
 def _settings_problem(record: Any) -> str:

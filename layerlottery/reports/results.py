@@ -102,18 +102,26 @@ def result_problem(data: Any, settings: Mapping[str, Any] | None = None) -> str:
     return ""
 
 
-def read_result_file(
-    path: Path, settings: Mapping[str, Any] | None = None, hint: str = RETRAIN_HINT
-) -> dict[str, Any]:
-    """A run's ``result.json``, checked to hold what the reports read; DataError naming the file and ``hint``."""
+def read_checked_json(path: Path, problem: Callable[[Any], str], what: str, hint: str) -> Any:
+    """The JSON in ``path`` once ``problem`` (what is wrong with it, or ``""``) finds nothing wrong.
+
+    Otherwise one DataError line naming the file, saying it is unreadable or not ``what`` (and why), and ``hint``.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path} is unreadable ({exc}); {hint}") from None
-    problem = result_problem(data, settings)
-    if problem:
-        raise DataError(f"{path} is not a finished run's result ({problem}); {hint}")
+    found = problem(data)
+    if found:
+        raise DataError(f"{path} is not {what} ({found}); {hint}")
     return data
+
+
+def read_result_file(
+    path: Path, settings: Mapping[str, Any] | None = None, hint: str = RETRAIN_HINT
+) -> dict[str, Any]:
+    """A run's ``result.json``, checked to hold what the reports read; DataError naming the file and ``hint``."""
+    return read_checked_json(path, lambda data: result_problem(data, settings), "a finished run's result", hint)
 
 
 def read_similarity_file(path: Path, hint: str = "delete it and rerun the experiment to recompute it") -> dict[str, Any] | None:
@@ -123,19 +131,17 @@ def read_similarity_file(path: Path, hint: str = "delete it and rerun the experi
     """
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is unreadable ({exc}); {hint}") from None
+    return read_checked_json(path, _similarity_problem, "a similarity record", hint)
+
+
+def _similarity_problem(data: Any) -> str:
     ok = (
         isinstance(data, dict)
         and isinstance(data.get("dense_run"), str)
         and (data.get("cka") is None or (_is_number(data["cka"]) and -1e-6 <= data["cka"] <= 1 + 1e-6))
         and _is_int(data.get("samples")) and data["samples"] >= 0
     )
-    if not ok:
-        raise DataError(f"{path} is not a similarity record (dense_run, cka from 0 to 1 or null, samples); {hint}")
-    return data
+    return "" if ok else "dense_run, cka from 0 to 1 or null, samples"
 
 
 def with_similarity(result: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -409,6 +409,18 @@ def to_markdown(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0)
     return "\n".join(lines) + "\n\n" + _dense_line(dense, rows, xi) + "\n"
 
 
+def table_cells(dense: DenseSummary, rows: Sequence[TicketRow], xi: float = 0.0) -> tuple[list[str], list[list[str]], str]:
+    """Headers, display cells and the dense baseline line, exactly as the printed table shows them
+    (for the report's file forms: :mod:`layerlottery.reports.export`)."""
+    headers = _headers(rows)
+    return headers, [_cells(row, headers, dense) for row in rows], _dense_line(dense, rows, xi)
+
+
+def rewind_label(row: TicketRow) -> str:
+    """The rewind column's cell: ``at init``, ``epoch 4 (50%)`` or ``reinit`` (the control)."""
+    return _rewind_cell(row)
+
+
 def to_csv(rows: Sequence[TicketRow]) -> str:
     """Every field of every row, for scripts."""
     out = io.StringIO()

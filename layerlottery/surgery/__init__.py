@@ -13,6 +13,7 @@ from layerlottery.surgery.filters import (
     remove_filters,
     select_filters,
 )
+from layerlottery.surgery.layer_lists import renamed_layers
 from layerlottery.surgery.plan import RemovalPlan
 from layerlottery.surgery.select import (
     candidate_blocks,
@@ -32,6 +33,7 @@ __all__ = [
     "filter_ticket_at_init",
     "filters_to_remove_for",
     "remove_filters",
+    "renamed_layers",
     "select_filters",
     "candidate_blocks",
     "export_program",

@@ -9,6 +9,7 @@ from torch import nn
 
 from layerlottery.errors import PruningError
 from layerlottery.models.blocks import residual_modules, structural_obstacle
+from layerlottery.surgery.layer_lists import check_list_removal, remove_from_layer_lists
 from layerlottery.surgery.plan import RemovalPlan
 
 
@@ -18,6 +19,10 @@ def remove_blocks(model: nn.Module, plan: RemovalPlan | Iterable[str]) -> nn.Mod
     Each removed block is deleted from its ``nn.Sequential`` stage, so kept blocks keep their original
     names (``layer1.0, layer1.2, ...``) and weights, so the pruned ``state_dict`` is a subset of the dense
     one. Nothing is left in place of a removed block: no mask, no ``Identity``, no extra call.
+
+    Blocks held in an ``nn.ModuleList`` (transformer layers) are the exception: the list is rebuilt with
+    contiguous indices, so later layers are renamed (``layer_lists.renamed_layers`` maps the names) and a
+    Hugging Face model's configuration and cache indices follow (``layer_lists`` explains why).
     """
     if isinstance(plan, str):
         raise PruningError("pass block names as a list, e.g. ['layer1.2'], not a single string")
@@ -36,9 +41,14 @@ def remove_blocks(model: nn.Module, plan: RemovalPlan | Iterable[str]) -> nn.Mod
         reason = structural_obstacle(module, kind, modules.get(name.rpartition(".")[0]))
         if reason:
             raise PruningError(f"block {name} cannot be removed: {reason}")
+    check_list_removal(model, names)
 
     pruned = copy.deepcopy(model)
+    in_lists = [name for name in names if isinstance(modules[name.rpartition(".")[0]], nn.ModuleList)]
+    remove_from_layer_lists(pruned, in_lists)
     for name in names:
+        if name in in_lists:
+            continue
         stage, _, child = name.rpartition(".")
         # nn.Sequential runs whatever is in its _modules, in order: deleting the entry deletes the block
         # and keeps the container's class and the names of its other blocks.

@@ -9,6 +9,8 @@ loader included, evaluation and checkpoint writing excluded), with the device sy
 clock read. With ``compile``, every step that meets a new input shape (the first step of the run, and the
 first short last batch) triggers a compilation: those steps are timed apart as ``compile_seconds`` and
 their images are left out of images/s. The update itself still happens, so compiling changes no result.
+On CUDA the step is captured once in a CUDA graph and replayed (``train.cuda_graphs``, see
+:mod:`layerlottery.training.graphed`); the capturing step is timed apart the same way.
 Each epoch's time is kept (``epoch_train_seconds``), and :attr:`TrainResult.timing` gives the typical epoch,
 which another process stalling a few epochs cannot swing, and marks a run that such a stall visibly hit.
 """
@@ -34,8 +36,10 @@ from layerlottery.metrics.timing import RunTiming, run_timing
 from layerlottery.threads import training_threads
 from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
 from layerlottery.training.checkpoint import checkpoint_path, load_checkpoint, model_fingerprint
-from layerlottery.training.optim import build_optimizer, build_scheduler
+from layerlottery.training.graphed import build_train_step
+from layerlottery.training.optim import build_optimizer, build_scheduler, use_fused
 from layerlottery.training.progress import TrainProgress
+from layerlottery.training.step import EagerStep, autocast, layout
 
 
 class TrainingDivergedError(LayerLotteryError):
@@ -122,7 +126,12 @@ def resolve_device(name: str) -> torch.device:
     return _resolve_device(name, "train.device")
 
 
-@torch.no_grad()
+def eval_batch_size(device: torch.device | str) -> int:
+    """Test-set batch size for :func:`evaluate`: 2048 on CUDA, where inference in batches of 512 leaves the GPU
+    waiting on Python's kernel launches (a CIFAR test set is then 5 forward passes), 512 on the CPU as always."""
+    return 2048 if torch.device(device).type == "cuda" else 512
+
+
 def evaluate(
     model: nn.Module,
     loader: BatchLoader,
@@ -134,9 +143,18 @@ def evaluate(
     """Mean cross-entropy loss and accuracy (fraction in [0, 1]) of ``model`` over ``loader.epoch(0)``.
 
     The model runs in eval mode (BatchNorm uses its running statistics) and goes back to its previous
-    mode afterwards. ``amp`` (bfloat16 autocast) and ``channels_last`` apply on CUDA only.
+    mode afterwards. ``amp`` (bfloat16 autocast) and ``channels_last`` apply on CUDA only. On CUDA the
+    forward runs under ``torch.inference_mode`` (no autograd bookkeeping at all); on the CPU under
+    ``torch.no_grad``, as it always did.
     """
     device = torch.device(device)
+    with torch.inference_mode() if device.type == "cuda" else torch.no_grad():
+        return _evaluate(model, loader, device, amp, channels_last)
+
+
+def _evaluate(
+    model: nn.Module, loader: BatchLoader, device: torch.device, amp: bool, channels_last: bool
+) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -144,8 +162,8 @@ def evaluate(
     samples = 0
     try:
         for inputs, labels in loader.epoch(0):
-            inputs = _layout(inputs, channels_last and device.type == "cuda")
-            with _autocast(device, amp):
+            inputs = layout(inputs, channels_last and device.type == "cuda")
+            with autocast(device, amp):
                 logits = model(inputs)
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
@@ -203,7 +221,7 @@ def train(
     amp, channels_last = settings.amp and on_cuda, settings.channels_last and on_cuda
 
     model.to(device=device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = build_optimizer(model, settings)
+    optimizer = build_optimizer(model, settings, fused=on_cuda)  # fused on CUDA, graphs or not: see use_fused
     state = TrainState(
         model, optimizer, build_scheduler(optimizer, settings), settings, device, seed=seed, start_epoch=start_epoch
     )
@@ -225,8 +243,11 @@ def train(
             _start_after(state, start_epoch)
         if state.finished:
             return TrainResult.from_state(state)
+        use_fused(optimizer, on_cuda)  # a restored checkpoint brings the flag of the device that wrote it
 
         net = torch.compile(model) if settings.compile else model
+        # After the restore: a captured graph holds the parameters, buffers and optimizer state it was made with.
+        stepper = build_train_step(net, optimizer, settings, device, amp=amp, channels_last=channels_last)
         seen_shapes: set[tuple[int, ...]] | None = set() if settings.compile else None
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -237,7 +258,7 @@ def train(
                 for hook in hooks:
                     hook.on_epoch_start(state)
                 bar.start_epoch(state.epoch + 1)
-                row = _train_epoch(net, state, train_loader, amp, channels_last, seen_shapes, bar)
+                row = _train_epoch(stepper, state, train_loader, seen_shapes, bar)
                 for hook in hooks:
                     hook.on_epoch_trained(state, row)
                 due = row["epoch"] % settings.eval_every == 0 or row["epoch"] == settings.epochs
@@ -283,69 +304,59 @@ def _start_after(state: TrainState, epoch: int) -> None:
 
 
 def _train_epoch(
-    net: nn.Module,
+    stepper: EagerStep,
     state: TrainState,
     loader: BatchLoader,
-    amp: bool,
-    channels_last: bool,
     seen_shapes: set[tuple[int, ...]] | None,
     bar: TrainProgress,
 ) -> dict[str, Any]:
     """One pass over ``loader.epoch(epoch)``; returns the epoch's history row (test values None).
 
-    Loss, accuracy and the first non-finite step are accumulated on the device: reading them every step
-    would synchronize with the GPU each step and stall it. They are read once, at the end (and when the
-    progress bar refreshes); a divergence is therefore reported after the epoch, naming its first step.
+    Loss, accuracy and the first non-finite step are accumulated on the device (``stepper.totals``): reading
+    them every step would synchronize with the GPU each step and stall it. They are read once, at the end
+    (and when the progress bar refreshes); a divergence is therefore reported after the epoch, naming its
+    first step. One-time steps (a compilation, a CUDA graph capture) are timed apart as ``compile_seconds``.
     """
-    device, optimizer = state.device, state.optimizer
+    device, optimizer, totals = state.device, state.optimizer, stepper.totals
     epoch = state.epoch + 1
     lr = float(optimizer.param_groups[0]["lr"])
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+    stepper.start_epoch()
     samples = timed_samples = 0
     train_seconds = compile_seconds = 0.0
-    net.train()
+    stepper.net.train()
 
     _synchronize(device)
     start = time.perf_counter()
     for step, (inputs, labels) in enumerate(loader.epoch(epoch), start=1):
-        warm_up = seen_shapes is not None and tuple(inputs.shape) not in seen_shapes
-        if warm_up:  # close the timed segment: this step compiles
+        compiles = seen_shapes is not None and tuple(inputs.shape) not in seen_shapes
+        warm_up = compiles or stepper.one_off(inputs)
+        if warm_up:  # close the timed segment: this step compiles or captures
             _synchronize(device)
             now = time.perf_counter()
             train_seconds, start = train_seconds + (now - start), now
 
-        with _autocast(device, amp):
-            logits = net(_layout(inputs, channels_last))
-            loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        stepper(inputs, labels, step)
 
-        loss = loss.detach()
         batch = labels.shape[0]
-        loss_sum += loss.double() * batch
-        correct += (logits.detach().argmax(1) == labels).sum()
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step, first_bad_step)
         samples += batch
         if warm_up:
             _synchronize(device)
             now = time.perf_counter()
             compile_seconds, start = compile_seconds + (now - start), now
-            seen_shapes.add(tuple(inputs.shape))  # type: ignore[union-attr]
+            if compiles:
+                seen_shapes.add(tuple(inputs.shape))  # type: ignore[union-attr]
         else:
             timed_samples += batch
         bar.advance()
         if bar.due():
             elapsed = train_seconds + time.perf_counter() - start
-            bar.show(loss_sum.item() / samples, correct.item() / samples, _rate(timed_samples, elapsed))
+            bar.show(totals.loss_sum.item() / samples, totals.correct.item() / samples, _rate(timed_samples, elapsed))
     _synchronize(device)
     train_seconds += time.perf_counter() - start
 
     if samples == 0:
         raise DataError(f"the training loader yielded no batches in epoch {epoch}; check the training split")
-    bad_step = int(first_bad_step.item())
+    bad_step = int(totals.first_bad_step.item())
     if bad_step >= 0:
         raise TrainingDivergedError(
             f"training diverged: the loss became NaN or infinite at epoch {epoch}, step {bad_step} of "
@@ -358,22 +369,13 @@ def _train_epoch(
     return {
         "epoch": epoch,
         "lr": lr,
-        "train_loss": loss_sum.item() / samples,
-        "train_acc": correct.item() / samples,
+        "train_loss": totals.loss_sum.item() / samples,
+        "train_acc": totals.correct.item() / samples,
         "test_loss": None,
         "test_acc": None,
         "epoch_train_seconds": train_seconds,
         "images_per_second": _rate(timed_samples, train_seconds),
     }
-
-
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
-    """bfloat16 autocast on CUDA when ``amp``; bfloat16 keeps float32's range, so no loss scaling is needed."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-
-
-def _layout(inputs: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return inputs.contiguous(memory_format=torch.channels_last) if channels_last and inputs.dim() == 4 else inputs
 
 
 def _synchronize(device: torch.device) -> None:

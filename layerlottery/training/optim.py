@@ -10,8 +10,11 @@ from layerlottery.config import TrainSettings
 from layerlottery.errors import ConfigError
 
 
-def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, settings: TrainSettings, *, fused: bool = False) -> torch.optim.SGD:
     """SGD with ``settings``' learning rate, momentum, Nesterov flag and weight decay.
+
+    ``fused``: torch's fused SGD, one kernel for all parameters (what training on CUDA uses: see
+    :func:`use_fused`); otherwise torch's default implementation for the device.
 
     Weight decay applies to every parameter, BatchNorm scales and biases included: the authors'
     reference scripts (and the CIFAR ResNet recipes they follow) pass ``model.parameters()`` to SGD
@@ -26,7 +29,24 @@ def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SG
         momentum=settings.momentum,
         nesterov=settings.nesterov,
         weight_decay=settings.weight_decay,
+        fused=True if fused else None,  # None, not False: the CPU optimizer (and its state dict) as it always was
     )
+
+
+def use_fused(optimizer: torch.optim.Optimizer, fused: bool) -> None:
+    """Make every parameter group fused (or torch's default implementation again), in place.
+
+    Training on CUDA always uses fused SGD: its step is one kernel instead of a Python loop of launches, it
+    is the only SGD a CUDA graph can capture with a device learning rate, and using it with and without
+    graphs makes ``train.cuda_graphs`` change launch overhead only. Fused and foreach SGD compute the same
+    update and differ in float32 rounding, like two GPUs; runs keep their names (the device is not hashed).
+    Called after a checkpoint is restored, since ``load_state_dict`` brings back the flags of the device that
+    wrote it.
+    """
+    for group in optimizer.param_groups:
+        group["fused"] = True if fused else None
+        if fused:
+            group["foreach"] = None  # torch's SGD takes foreach over fused when both are set
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> LRScheduler:

@@ -184,7 +184,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(tmp_path):
 def test_report_reads_finished_runs_without_training(tmp_path):
     run_experiment(tiny_settings(tmp_path, "seeds=[0]", "pruning.p=[1]"), progress=False, log=lambda _: None)
     before = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--json"])
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--json", "--no-files"])
     assert result.exit_code == 0, result.output
     [(name, table)] = json.loads(result.stdout).items()
     assert name.startswith("test_resnet on synthetic, 2 epochs")
