@@ -343,13 +343,20 @@ def test_noise_distributions_match_imagecorruptions(imagecorruptions: types.Modu
         ours = torch.floor(ours * 255 + 1e-6) / 255  # quantised as the library stores its output
         reference = library_corrupt(imagecorruptions, x, name, severity)
         ours_change, reference_change = ours - x, reference - x
-        # Same distribution of the change: means within 4 standard errors, spreads within 3 %, and for
-        # impulse noise the counts of values set to black and to white within 4 binomial sigmas.
+        # Same distribution of the change: means within 4 standard errors, spreads within 3 % (within 4 sigmas
+        # of the spread's own sampling error for impulse noise, where only the few impulse pixels change: the
+        # library draws them from fresh entropy, so this must hold for any draw), and for impulse noise the
+        # counts of values set to black and to white within 4 binomial sigmas.
         standard_error = ((ours_change.var() + reference_change.var()) / x.numel()) ** 0.5
         assert abs(float(ours_change.mean() - reference_change.mean())) < 4 * float(standard_error), severity
-        assert abs(float(ours_change.std() / reference_change.std()) - 1) < 0.03, severity
+        spread_tolerance = 0.03
         if name == "impulse_noise":
             amount = IMAGENETC_PARAMS.impulse_noise[severity - 1]
+            # The std of a sparse change scales with the square root of the impulse count k: relative error
+            # 1 / (2 sqrt(k)) per sample, sqrt(2) of that for the ratio of two independent samples.
+            spread_tolerance = max(spread_tolerance, 4 * 2**0.5 / (2 * (amount * x.numel()) ** 0.5))
+        assert abs(float(ours_change.std() / reference_change.std()) - 1) < spread_tolerance, severity
+        if name == "impulse_noise":
             bound = 4 * 2 ** 0.5 * (amount / 2 * x.numel()) ** 0.5
             for value in (0.0, 1.0):
                 assert abs(float((ours == value).sum() - (reference == value).sum())) < bound, severity
