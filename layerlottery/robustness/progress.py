@@ -6,48 +6,24 @@ accuracy, elapsed time) that read well with ``tail -f``, never rich's redraws.
 
 from __future__ import annotations
 
-import sys
 import time
-from types import TracebackType
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from layerlottery.training.progress import _clock, _is_terminal
+from layerlottery.training.progress import BarOrLines, _clock
 
 
-class EvaluationProgress:
+class EvaluationProgress(BarOrLines):
     """Progress over ``total`` units of work (images, weighted by attack steps), or nothing when disabled."""
 
     def __init__(self, enabled: bool, total: float, stream: TextIO | None = None) -> None:
-        self.enabled = enabled and total > 0
-        self._stream = stream if stream is not None else sys.stderr
-        self._started = time.monotonic()
-        self._progress: Progress | None = None
-        self._lines = self.enabled and not _is_terminal(self._stream)
-        if self.enabled and not self._lines:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=self._stream),
-            )
-            self._task = self._progress.add_task("robustness", total=total)
-
-    def __enter__(self) -> EvaluationProgress:
-        self._started = time.monotonic()
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        super().__init__(enabled and total > 0, stream)
+        self._start_bar(
+            (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn()),
+            "robustness",
+            total=total,
+        )
 
     def start_part(self, description: str) -> None:
         """Show which part (run and corruption, attack ...) is being computed."""

@@ -10,13 +10,49 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+
+_Display = TypeVar("_Display", bound="BarOrLines")
 
 
-class TrainProgress:
+class BarOrLines:
+    """The frame every progress display of the project shares: a live rich bar when ``stream`` (default stderr)
+    is a terminal, plain lines (``self.lines``) when it is a file or a pipe, nothing when not ``enabled``.
+
+    A subclass draws its bar with :meth:`_start_bar` and writes its own lines; entering starts the bar and the
+    clock, leaving stops the bar.
+    """
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self._stream = stream if stream is not None else sys.stderr
+        self._lines = enabled and not _is_terminal(self._stream)
+        self._progress: Progress | None = None
+        self._started = time.monotonic()
+
+    def _start_bar(self, columns: tuple[ProgressColumn, ...], description: str, **task: Any) -> None:
+        """Build the live bar (terminal mode only) with one task."""
+        if self.enabled and not self._lines:
+            self._progress = Progress(*columns, console=Console(file=self._stream))
+            self._task = self._progress.add_task(description, **task)
+
+    def __enter__(self: _Display) -> _Display:
+        self._started = time.monotonic()
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+class TrainProgress(BarOrLines):
     """Progress over every step of the run, or nothing at all when ``enabled`` is False.
 
     Reading the running loss means synchronizing with the device, so the loop asks :meth:`due` first
@@ -33,43 +69,19 @@ class TrainProgress:
         refresh_seconds: float = 1.0,
         stream: TextIO | None = None,
     ) -> None:
-        self.enabled = enabled
+        super().__init__(enabled, stream)
         self.epochs = epochs
         self.refresh_seconds = refresh_seconds
-        self._stream = stream if stream is not None else sys.stderr
         self._last_refresh = 0.0
-        self._progress: Progress | None = None
-        self._lines = enabled and not _is_terminal(self._stream)
         self._epoch = start_epoch + 1
         self._first_epoch = start_epoch + 1
-        self._started = time.monotonic()
-        if enabled and not self._lines:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=Console(file=self._stream),
-            )
-            self._task = self._progress.add_task(
-                f"epoch {start_epoch + 1}/{epochs}",
-                total=epochs * steps_per_epoch,
-                completed=start_epoch * steps_per_epoch,
-                stats="",
-            )
-
-    def __enter__(self) -> TrainProgress:
-        self._started = time.monotonic()
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._start_bar(
+            (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn()),
+            f"epoch {start_epoch + 1}/{epochs}",
+            total=epochs * steps_per_epoch,
+            completed=start_epoch * steps_per_epoch,
+            stats="",
+        )
 
     def start_epoch(self, epoch: int) -> None:
         """Show that epoch ``epoch`` (1-based) is running."""
