@@ -26,10 +26,10 @@ def machine_line(device: str = "cpu") -> str:
     return f"{hardware}; torch {torch.__version__}; Python {platform.python_version()}; {today}"
 
 
-def write_result(name: str, text: str) -> Path:
-    """Write ``results/<name>`` and say where."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / name
+def write_result(name: str | Path, text: str) -> Path:
+    """Write ``results/<name>`` (or the path ``name``, when it is a :class:`~pathlib.Path`) and say where."""
+    path = name if isinstance(name, Path) else RESULTS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
     return path

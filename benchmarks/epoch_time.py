@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import layerlottery as ll
-from common import RESULTS, Fallbacks, add_machine_arguments, apply_threads, load_average, machine_line, sync
+from common import RESULTS, Fallbacks, add_machine_arguments, apply_threads, load_average, machine_line, sync, write_result
 from layerlottery.config import load_settings
 from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import evaluate, train
@@ -125,9 +125,7 @@ def main() -> None:
         f"CUDA graphs fallbacks logged: {'; '.join(fallbacks.messages) or 'none'}.",
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    write_result(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

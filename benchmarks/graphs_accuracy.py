@@ -24,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import RESULTS, Fallbacks, add_machine_arguments, apply_threads, machine_line
+from common import RESULTS, Fallbacks, add_machine_arguments, apply_threads, machine_line, write_result
 from layerlottery.config import load_settings
 from layerlottery.experiments.at_init import initial_model, model_options_for
 from layerlottery.experiments.sources import data_source
@@ -82,9 +82,7 @@ def main() -> None:
         f"CUDA graphs fallbacks logged: {'; '.join(fallbacks.messages) or 'none'}.",
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    write_result(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 import layerlottery as ll
-from common import RESULTS, add_machine_arguments, apply_threads, load_average, machine_line, quartiles, repeat_order, sync
+from common import RESULTS, add_machine_arguments, apply_threads, load_average, machine_line, quartiles, repeat_order, sync, write_result
 from layerlottery.config import TrainSettings
 from layerlottery.data import DeviceLoader, get_dataset
 from layerlottery.training import build_optimizer
@@ -284,9 +284,7 @@ def write_table(
         *rows,
     ]
     lines.append("")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print(f"wrote {out}")
+    write_result(out, "\n".join(lines))
 
 
 if __name__ == "__main__":
