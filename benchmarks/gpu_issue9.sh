@@ -18,53 +18,14 @@
 # to benchmarks/results/*_cuda.md; copy them from $OUT into the repository to commit them.
 set -u
 
-OUT=${OUT:-$(mktemp -d)}
-BUDGET=${BUDGET:-450}
-START=$(date +%s)
-LOG="$OUT/log.txt"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's package even if the editable install fails
-
-log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
-
-if [ -z "${TINY:-}" ] && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>>"$LOG"; then
-    log "no CUDA device: running the tiny CPU rehearsal (TINY=1)"
-    TINY=1
-fi
-if [ -n "${TINY:-}" ]; then
-    DEVICE=cpu
-    RESULTS="$OUT/results"  # never overwrite the repository's CPU result files
-    SUFFIX=""
-else
-    DEVICE=cuda
-    RESULTS=benchmarks/results
-    SUFFIX="_cuda"
-fi
-mkdir -p "$RESULTS"
+DEFAULT_BUDGET=450
+. "$(dirname "$0")/gpu_steps.sh"
 
 copy_results() {
     for name in train_speed train_speed_compile epoch_time graphs_accuracy; do
         [ -f "$RESULTS/$name$SUFFIX.md" ] && cp -f "$RESULTS/$name$SUFFIX.md" "$OUT/" 2>/dev/null
     done
     return 0
-}
-
-# step NAME LIMIT COMMAND...: run COMMAND under `timeout LIMIT` (less if the budget is nearly spent), output to the log.
-step() {
-    local name=$1 limit=$2
-    shift 2
-    local left=$(( BUDGET - ($(date +%s) - START) ))
-    if (( limit > left )); then limit=$left; fi
-    if (( limit < 15 )); then
-        log "SKIP $name: the time budget is spent"
-        return 0
-    fi
-    log "START $name (timeout ${limit}s): $*"
-    timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
-    local rc=$?
-    if (( rc == 124 || rc == 137 )); then log "TIMEOUT $name after ${limit}s"; else log "END $name rc=$rc"; fi
-    copy_results
 }
 
 log "issue 9 GPU script: device=$DEVICE budget=${BUDGET}s out=$OUT tiny=${TINY:-0}"

@@ -39,13 +39,14 @@ err = Console(stderr=True)
 
 # ------------------------------------------------------------------------------------------- options
 
-ModelArg = typer.Argument(..., help="A registered model, see `layerlottery models` (e.g. cifar_resnet32).")
+ModelArg = typer.Argument(..., help="A registered model or another library's network, see `layerlottery models` (e.g. cifar_resnet32, torchvision:resnet18, timm:resnet18).")
 # Flags take no value: metavar="" stops typer's rich help from showing them as `--json <bool>`.
 JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON instead of a table.")
 ShortcutOpt = typer.Option(None, "--shortcut", help="CIFAR ResNet shortcut: B (1x1 projection, the paper's; the default) or A (zero-padded identity).")
 ZeroInitOpt = typer.Option(False, "--zero-init-residual", metavar="", help="Zero-initialize the last BN of each residual branch.")
 DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use). Default: cifar10, or none for data-free criteria.")
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the dataset files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
+ModelOptionOpt = typer.Option(None, "--model-option", help="Option of the model's factory KEY=VALUE, repeatable (e.g. depth=4 and patch_size=4 for timm:vit_tiny_patch16_224, weights=DEFAULT for torchvision:NAME); as model.options in settings.")
 DataOptionOpt = typer.Option(None, "--data-option", help="Dataset option KEY=VALUE, repeatable (e.g. train_fraction=0.8 to split MNIST's test set, num_samples=512 for synthetic).")
 SplitOpt = typer.Option("train", "--split", help="Dataset split to draw scoring samples from: train or test.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the initialization (theta_0), of the scoring samples and of the random criterion.")
@@ -109,14 +110,15 @@ def models(
     show_all: bool = typer.Option(False, "--all", metavar="", help="Also list the tiny test fixtures (test_resnet, ...)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """List the registered models.
+    """List the registered models, and the sources of other libraries' networks (PREFIX:NAME).
 
     Example:  layerlottery models
     """
     from layerlottery.models import list_models
-    from layerlottery.models.registry import describe_model
+    from layerlottery.models.registry import describe_model, list_model_sources
 
     rows = [{"name": name, "description": describe_model(name)} for name in list_models(include_hidden=show_all)]
+    rows += [{"name": f"{prefix}:NAME", "description": text} for prefix, text in list_model_sources().items()]
     if as_json:
         return _emit_json(rows)
     table = Table(title="Models")
@@ -125,6 +127,7 @@ def models(
     for row in rows:
         table.add_row(row["name"], row["description"])
     out.print(table)
+    out.print("Options of a PREFIX:NAME network go in model.options, e.g. 'model.options={weights: DEFAULT}'.", highlight=False)
 
 
 @app.command()
@@ -134,6 +137,7 @@ def blocks(
     in_channels: int = typer.Option(3, "--in-channels", help="Input channels."),
     image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
     num_classes: int = typer.Option(10, "--num-classes", help="Output classes."),
+    model_option: Optional[list[str]] = ModelOptionOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Show every residual block: stage, shapes, stride, MACs, params, and whether it can be removed.
@@ -141,12 +145,17 @@ def blocks(
     Examples:
       layerlottery blocks cifar_resnet32 --shortcut B
       layerlottery blocks cifar_resnet56 --in-channels 1 --image-size 28 --json
+      layerlottery blocks torchvision:resnet50
+      layerlottery blocks timm:vit_tiny_patch16_224 --model-option depth=4 --model-option patch_size=4
     """
     from layerlottery.models import create_model
     from layerlottery.models.blocks import find_blocks
     from layerlottery.surgery import max_removable, protected_names
 
-    options = _model_options(shortcut=shortcut, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    options = {
+        **_run(lambda: _parse_options(model_option)),
+        **_model_options(shortcut=shortcut, in_channels=in_channels, image_size=image_size, num_classes=num_classes),
+    }
     network = _run(lambda: find_blocks(create_model(model, **options)))
     protected = protected_names(network)
     rows = []
@@ -196,6 +205,8 @@ def _find_ticket(
     shortcut: Optional[str],
     zero_init_residual: bool,
     device: str,
+    *,
+    model_option: Optional[list[str]] = None,
     **target: Any,
 ) -> Any:
     """Shared by score and prune: check every flag, load the data if needed, then find the ticket."""
@@ -224,7 +235,10 @@ def _find_ticket(
             dataset=dataset,
             seed=seed,
             samples_per_class=samples_per_class,
-            model_options=_model_options(shortcut=shortcut, zero_init_residual=zero_init_residual or None),
+            model_options={
+                **_parse_options(model_option),
+                **_model_options(shortcut=shortcut, zero_init_residual=zero_init_residual or None),
+            },
             criterion_options=criterion_options,
             device=resolved_device,
             **target,
@@ -244,6 +258,7 @@ def score(
     seed: int = SeedOpt,
     shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
+    model_option: Optional[list[str]] = ModelOptionOpt,
     device: str = DeviceOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     as_json: bool = JsonOpt,
@@ -261,7 +276,7 @@ def score(
       layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
       layerlottery score cifar_resnet20 --data mnist -c kl --checkpoint runs/dense-3fa2c1d09b7e
     """
-    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, p=0, checkpoint=checkpoint))
+    ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, model_option=model_option, p=0, checkpoint=checkpoint))
     scores, network = ticket.scores, ticket.blocks
     order = {name: position for position, name in enumerate(network.names)}
     ranked = sorted(scores, key=lambda name: (scores[name], order[name]))
@@ -288,6 +303,7 @@ def prune(
     option: Optional[list[str]] = OptionOpt,
     protect: str = typer.Option("first", "--protect", help="Blocks never removed: first (of each stage, the paper's), none, or comma-separated names."),
     min_per_stage: int = typer.Option(2, "--min-per-stage", help="Blocks every stage keeps at least."),
+    selection: str = typer.Option("greedy", "--selection", help="greedy (the p lowest scores, the paper's) or contiguous (the lowest-scoring run of p adjacent blocks of one stage)."),
     data: Optional[str] = DataOpt,
     data_dir: Optional[Path] = DataDirOpt,
     data_option: Optional[list[str]] = DataOptionOpt,
@@ -296,6 +312,7 @@ def prune(
     seed: int = SeedOpt,
     shortcut: Optional[str] = ShortcutOpt,
     zero_init_residual: bool = ZeroInitOpt,
+    model_option: Optional[list[str]] = ModelOptionOpt,
     device: str = DeviceOpt,
     checkpoint: Optional[Path] = CheckpointOpt,
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace --out if it exists."),
@@ -313,6 +330,7 @@ def prune(
       layerlottery prune cifar_resnet32 --shortcut B --data synthetic -c grasp -p 3 --out ticket
       layerlottery prune cifar_resnet56 --shortcut B --data cifar10 -c snip --mac-reduction 0.3 --out t56
       layerlottery prune cifar_resnet20 -c synflow -p 2 --protect none --min-per-stage 1 --out t20 --json
+      layerlottery prune torchvision:resnet50 --data synthetic -c snip -p 3 --selection contiguous --out r50
     """
     from layerlottery.surgery.select import parse_protect
     from layerlottery.surgery.ticket_folder import TICKET_FILES, check_ticket_destination, save_ticket_folder
@@ -327,7 +345,7 @@ def prune(
         lambda: _find_ticket(
             model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut,
             zero_init_residual, device, protect=parse_protect(protect), min_per_stage=min_per_stage,
-            checkpoint=checkpoint, **target,
+            selection=selection, checkpoint=checkpoint, model_option=model_option, **target,
         )
     )
     summary = {
@@ -430,6 +448,9 @@ def run(
       layerlottery run paper_table1_resnet32 'lottery.criteria=[kl,random]' 'seeds=[0]'
       layerlottery run paper_resnet32 --jobs 8 --runs-per-gpu 2      (8 runs at once on 4 GPUs)
       layerlottery run paper_resnet32 --executor ray --address auto --jobs 32   (a Ray cluster)
+      torchrun --nproc_per_node 4 -m layerlottery run paper_resnet56   (each run on 4 GPUs)
+      layerlottery run quickstart model.name=torchvision:resnet50 data.name=folder data.data_dir=DIR
+      layerlottery run lm_quickstart data.data_dir=notes.txt   (a language model, perplexity)
     """
     from layerlottery.config import load_settings
     from layerlottery.experiments.parallel import Parallelism
@@ -441,7 +462,7 @@ def run(
 
 @app.command()
 def pai(
-    model: str = typer.Option("cifar_resnet32", "--model", help="Registered model."),
+    model: str = typer.Option("cifar_resnet32", "--model", help="Registered model or PREFIX:NAME (torchvision:resnet18), see `layerlottery models`."),
     shortcut: str = typer.Option("B", "--shortcut", help="A or B (the paper's)."),
     data: str = typer.Option("cifar10", "--data", help="synthetic, digits, mnist, cifar10 or cifar100."),
     data_dir: Optional[Path] = DataDirOpt,
@@ -472,7 +493,7 @@ def pai(
     flags = [
         f"model.name={model}", f"model.shortcut={shortcut}", f"data.name={data}",
         f"pruning.criteria=[{criteria}]", f"pruning.p=[{p}]", f"seeds=[{seeds}]", f"train.epochs={epochs}",
-        f"name=pai_{model}_{data}",
+        f"name=pai_{model.replace(':', '-').replace('/', '-')}_{data}",  # a source name (timm:x) makes a file name too
     ]
     if data_dir:
         flags.append(f"data.data_dir={data_dir}")
@@ -493,8 +514,12 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool, parall
     from layerlottery.atomic import atomic_write_text
     from layerlottery.experiments.tickets import preflight, run_experiment
     from layerlottery.reports import summarize, to_markdown, to_rich
+    from layerlottery.distributed import launched_rank
 
     _run(parallel.validate)
+    main_rank = _run(launched_rank) == 0  # under torchrun only rank 0 prints (and writes the table)
+    if dry_run and not main_rank:
+        return
     if dry_run:
         checked = _run(lambda: preflight(settings, download=False))  # run_experiment's checks, nothing fetched
         for warning in checked.warnings:
@@ -517,8 +542,11 @@ def _experiment(settings: Any, dry_run: bool, quiet: bool, as_json: bool, parall
         counts = {name: sum(p.state == name for p in progress) for name in ("finished", "partial", "new")}
         out.print(f"{len(progress)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items()), highlight=False)
         return
-    log = (lambda message: None) if as_json else (lambda message: err.print(message, markup=False, highlight=False, soft_wrap=True))
-    result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json), log=log, parallel=parallel))
+    quiet_log = as_json or not main_rank
+    log = (lambda message: None) if quiet_log else (lambda message: err.print(message, markup=False, highlight=False, soft_wrap=True))
+    result = _run(lambda: run_experiment(settings, progress=not (quiet or as_json) and main_rank, log=log, parallel=parallel))
+    if not main_rank:
+        return
     dense, rows = summarize(result.runs, settings.xi)
     if as_json:
         return _emit_json({"dense": asdict(dense), "tickets": [asdict(row) for row in rows], "runs": result.runs})
@@ -649,6 +677,28 @@ def robustness(
     if computed == 0:
         err.print(f"Every part was already stored in the {len(evaluations)} run(s); nothing computed.", markup=False, soft_wrap=True)
     out.print(f"Results in robustness.json of each run directory ({computed} part(s) computed now).", markup=False, highlight=False)
+
+
+@app.command("export-hf")
+def export_hf(
+    run_dir: Path = typer.Argument(..., help="A finished run directory of an hf: language model (runs/ticket-...)."),
+    out_dir: Path = typer.Argument(..., help="The Hugging Face model folder to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing folder."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Save a finished language-model run (dense or pruned) as a Hugging Face model folder.
+
+    The trained network is written with save_pretrained (a ticket's config counts only the layers it kept), with the run's tokenizer when it used a Hugging Face one: transformers' from_pretrained loads it without layerlottery.
+
+    Examples:
+      layerlottery export-hf runs/ticket-1a2b3c4d5e6f pruned-gpt2
+    """
+    from layerlottery.experiments.hf_export import save_run_hf
+
+    folder = _run(lambda: save_run_hf(run_dir, out_dir, overwrite=overwrite))
+    if as_json:
+        return _emit_json({"run": str(run_dir), "folder": str(folder)})
+    out.print(f"Saved {run_dir} to {folder} (AutoModelForCausalLM.from_pretrained loads it)", markup=False, highlight=False)
 
 
 def _literal_brackets_in_help(typer_app: typer.Typer) -> None:

@@ -38,17 +38,33 @@ class ModelSettings:
     """Which network: a registered model name and its options."""
 
     name: str = "cifar_resnet32"
+    """A registered model (``layerlottery models``) or ``PREFIX:IDENTIFIER`` of another library's network:
+    ``torchvision:resnet50``, ``timm:vit_tiny_patch16_224``, ``hf:gpt2`` (see ``layerlottery.models.registry``)."""
     shortcut: str = "B"
-    """A (zero-padded identity) or B (1x1 projection, the paper's framework)."""
+    """A (zero-padded identity) or B (1x1 projection, the paper's framework); the CIFAR ResNets only."""
     zero_init_residual: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Further options of the model's factory, e.g. ``{"pretrained": true}`` for ``hf:...``."""
 
     def validate(self) -> None:
-        from layerlottery.models import list_models
+        from layerlottery.models.registry import check_model_name
 
-        if self.name not in list_models(include_hidden=True):
-            raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of: {', '.join(list_models())}")
+        check_model_name(self.name)
         if self.shortcut not in ("A", "B"):
             raise ConfigError(f"model.shortcut must be 'A' or 'B', not {self.shortcut!r}")
+
+    def factory_options(self) -> dict[str, Any]:
+        """The options every build of this model passes to its factory (the data's shape is added by the caller)."""
+        return {"shortcut": self.shortcut, "zero_init_residual": self.zero_init_residual, **self.options}
+
+    def structure_options(self) -> dict[str, Any]:
+        """:meth:`factory_options` without those that load downloaded weights (``weights``, ``pretrained``): the
+        same blocks, for checks that read the network's structure and must download nothing (``run --dry-run``)."""
+        return {key: value for key, value in self.factory_options().items() if key not in PRETRAINED_WEIGHT_OPTIONS}
+
+
+PRETRAINED_WEIGHT_OPTIONS = ("weights", "pretrained")
+"""``model.options`` of the torchvision/timm/Hugging Face sources that load pretrained (downloaded) weights."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +72,10 @@ class DataSettings:
     """Which data, and how training batches are augmented."""
 
     name: str = "cifar10"
-    """A registered dataset (synthetic, digits, mnist, cifar10, cifar100) or ``folder``: images in
-    ``data_dir/train/<class>/`` and ``data_dir/val/<class>/`` (ImageNet layout), read by DataLoader workers."""
+    """A registered dataset (synthetic, digits, mnist, cifar10, cifar100); ``folder``: images in
+    ``data_dir/train/<class>/`` and ``data_dir/val/<class>/`` (ImageNet layout), read by DataLoader workers;
+    or ``text``: a UTF-8 text file or a folder with train.txt and test.txt, for language models
+    (``options``: ``seq_len``, ``tokenizer``, ``test_fraction``; see ``layerlottery.data.text``)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Options of the dataset loader, e.g. ``{"train_fraction": 0.8}`` for the MNIST test set."""
     augment: bool = True
@@ -73,8 +91,8 @@ class DataSettings:
     def validate(self) -> None:
         from layerlottery.data import list_datasets
 
-        if self.name != "folder" and self.name not in list_datasets():
-            known = ", ".join([*list_datasets(), "folder"])
+        if self.name not in ("folder", "text") and self.name not in list_datasets():
+            known = ", ".join([*list_datasets(), "folder", "text"])
             raise ConfigError(f"data.name: unknown dataset {self.name!r}; choose one of: {known}")
         if self.name == "folder" and not self.data_dir:
             raise ConfigError("data.name=folder needs data.data_dir, the folder holding train/ and val/")
@@ -87,6 +105,7 @@ class DataSettings:
 
 
 SCHEDULES = ("multistep", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,10 @@ class TrainSettings:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    optimizer: str = "sgd"
+    """sgd (with momentum and Nesterov, the paper's) or adamw (decoupled weight decay, torch's default betas; what
+    transformers are trained with: SGD barely moves a language model in a few epochs). AdamW ignores momentum and
+    nesterov, and on CUDA runs its fused kernel eagerly (the CUDA-graph step captures SGD only)."""
     schedule: str = "multistep"
     """multistep (lr x gamma at each milestone), cosine (to 0 at the last epoch) or constant."""
     milestones: tuple[float, ...] = (0.5, 0.75)
@@ -135,6 +158,7 @@ class TrainSettings:
             (0 <= self.momentum < 1, f"train.momentum must be in [0, 1), not {self.momentum}"),
             (not self.nesterov or self.momentum > 0, "train.nesterov needs train.momentum > 0"),
             (self.weight_decay >= 0, f"train.weight_decay must be >= 0, not {self.weight_decay}"),
+            (self.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
             (all(0 < m < 1 for m in self.milestones), f"train.milestones are fractions of the epochs in (0, 1), not {list(self.milestones)}"),
             (list(self.milestones) == sorted(self.milestones), f"train.milestones must increase, not {list(self.milestones)}"),
@@ -186,6 +210,9 @@ class PruningSettings:
     protect: str = "first"
     """first (of each stage, the paper's), none, or comma-separated block names."""
     min_per_stage: int = 2
+    selection: str = "greedy"
+    """greedy (the p lowest-scoring blocks, the paper's) or contiguous (the run of p adjacent blocks of one stage
+    with the lowest summed score, as ShortGPT drops consecutive layers); see ``layerlottery.surgery.select``."""
     criterion_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Options per criterion, e.g. ``{"grasp": {"variant": "abs"}}``; recorded in every plan."""
     filter_baseline: bool = False
@@ -203,6 +230,7 @@ class PruningSettings:
             raise ConfigError(f"pruning.samples_per_class must be >= 1, not {self.samples_per_class}")
         if self.min_per_stage < 0:
             raise ConfigError(f"pruning.min_per_stage must be >= 0, not {self.min_per_stage}")
+        _check_selection_rule("pruning", self.selection)
         if self.filter_baseline:
             from layerlottery.criteria.filters import FILTER_CRITERIA
 
@@ -245,6 +273,9 @@ class LotterySettings:
     protect: str = "first"
     """first (of each stage, the paper's), none, or comma-separated block names."""
     min_per_stage: int = 2
+    selection: str = "greedy"
+    """greedy (the p lowest-scoring blocks) or contiguous (the lowest-scoring run of p adjacent blocks of one
+    stage); each round of the iterative variant picks a run among the blocks still present."""
     criterion_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Options per criterion, e.g. ``{"pls": {"components": 2}}``; recorded in every plan."""
 
@@ -279,6 +310,13 @@ class LotterySettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        _check_selection_rule("lottery", self.selection)
+
+
+def _check_selection_rule(section: str, selection: str) -> None:
+    from layerlottery.surgery.select import check_selection
+
+    check_selection(selection, f"{section}.selection")
 
 
 @dataclass(frozen=True)

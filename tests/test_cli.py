@@ -19,7 +19,10 @@ def invoke(*args: str):
 def test_models_lists_the_registry():
     result = invoke("models", "--json")
     assert result.exit_code == 0
-    assert [row["name"] for row in json.loads(result.stdout)] == ll.list_models()
+    from layerlottery.models.registry import list_model_sources
+
+    sources = [f"{prefix}:NAME" for prefix in list_model_sources()]  # then torchvision:NAME, timm:NAME, ...
+    assert [row["name"] for row in json.loads(result.stdout)] == ll.list_models() + sources
     assert "cifar_resnet56" in invoke("models").stdout
 
 

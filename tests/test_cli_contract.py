@@ -85,6 +85,8 @@ def _refusing_mkstemp(path: Path, original: Callable) -> Callable:
 
 DRY = ("run", "quickstart", "--dry-run", "--runs-dir", "{tmp}/runs")
 PRUNE = ("prune", "cifar_resnet20", "-c", "random", "-p", "1")
+LM = ("run", "lm_quickstart", "--dry-run", "--runs-dir", "{tmp}/runs")
+LM_TEXT = "A text long enough for windows of 128 bytes in both splits. " * 60
 
 CASES = [
     # -- accepted: scientific notation, small test splits (said, not refused), brackets shown as typed
@@ -137,6 +139,14 @@ CASES = [
         2,
         "pruning.filter_baseline scores filters with snip or grasp only, not magnitude",
     ),
+    # -- language models on text (lm_quickstart: a shipped tiny GPT-2 config, nothing downloaded)
+    Case("lm-needs-text", ("run", "lm_quickstart", "--dry-run", "--runs-dir", "{tmp}/runs"), 2, "data.name=text needs data.data_dir"),
+    Case("lm-text-missing", (*LM, "data.data_dir={tmp}/no.txt"), 2, "no.txt does not exist"),
+    Case("lm-text-too-short", (*LM, "data.data_dir={tmp}/short.txt"), 2, "fewer than one window", write("short.txt", "tiny\n")),
+    Case("lm-p-too-large", (*LM, "data.data_dir={tmp}/t.txt", "pruning.p=[9]"), 2, "allows at most 4", write("t.txt", LM_TEXT)),
+    Case("lm-synflow", (*LM, "data.data_dir={tmp}/t.txt", "pruning.criteria=[synflow]"), 2, "does not apply to a language model", write("t.txt", LM_TEXT)),
+    Case("lm-accepted", (*LM, "data.data_dir={tmp}/t.txt"), 0, "5 runs", write("t.txt", LM_TEXT)),
+    Case("export-hf-not-a-run", ("export-hf", "{tmp}", "{tmp}/out"), 2, "is not a run directory"),
     # -- brackets in user text reach the message intact
     Case("out-with-brackets", (*PRUNE, "--out", "out[new]"), 2, "out[new] already exists", folder("out[new]")),
     Case("protect-with-brackets", (*PRUNE, "--protect", "[x]", "--out", "{tmp}/t"), 2, "no residual block named '[x]'"),

@@ -141,6 +141,16 @@ class Criterion:
     """Scores flow through the residual branches' outputs, so zero-initialized branches make them all zero."""
     validate: Callable[[dict[str, OptionValue]], None] | None = None
     """Cross-option checks; raises ``ValueError`` with a one-line reason."""
+    images_only: str = ""
+    """Why the criterion cannot score a model that reads token ids (a language model); empty if it can."""
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a one-line :class:`ConfigError` if this criterion cannot score ``model`` (see ``images_only``)."""
+        if self.images_only and getattr(model, "main_input_name", None) == "input_ids":
+            raise ConfigError(
+                f"{self.name} {self.images_only}, so it does not apply to a language model; use one of "
+                f"{', '.join(name for name in list_criteria() if not _CRITERIA[name].images_only)}"
+            )
 
     @property
     def description(self) -> str:
@@ -186,18 +196,19 @@ def register_criterion(
     needs_data: bool = False,
     gradient_based: bool = False,
     validate: Callable[[dict[str, OptionValue]], None] | None = None,
+    images_only: str = "",
 ) -> Callable[[CriterionFn], CriterionFn]:
     """Decorator registering ``fn(context) -> {block name: score}`` as criterion ``name``.
 
     ``options`` maps each option name to an :class:`Option` (default + checker); ``needs_data`` makes
     :func:`~layerlottery.criteria.score_blocks` refuse to run without a batch; ``gradient_based`` turns on
-    the zero-initialized-residual check.
+    the zero-initialized-residual check; ``images_only`` says why it cannot score a language model (token ids).
     """
 
     def decorator(fn: CriterionFn) -> CriterionFn:
         if name in _CRITERIA:
             raise ValueError(f"criterion {name!r} is registered twice")
-        _CRITERIA[name] = Criterion(name, fn, dict(options or {}), needs_data, gradient_based, validate)
+        _CRITERIA[name] = Criterion(name, fn, dict(options or {}), needs_data, gradient_based, validate, images_only)
         return fn
 
     return decorator

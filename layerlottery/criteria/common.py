@@ -33,17 +33,20 @@ def materialize_batches(data: Any, model: nn.Module) -> list[Batch]:
 
     Inputs are cast to the model's floating dtype (so a float64 copy scores in float64); labels to int64.
     A text model (:func:`~layerlottery.metrics.macs.takes_token_ids`) takes integer token ids, alone (they
-    are then their own labels, as in language modelling) or with labels per sample or per token.
+    are then their own labels, as in language modelling; for a next-token model such as
+    :class:`~layerlottery.models.hf_causal_lm.CausalLM`, each sequence's last T-1 tokens label its first T-1)
+    or with labels per sample or per token.
     """
     token_ids = takes_token_ids(model)
+    own_labels = _next_tokens if getattr(model, "predicts_next_token", False) else (lambda ids: (ids, ids))
     if _is_batch(data):
         raw = [data]
     elif token_ids and isinstance(data, torch.Tensor):
-        raw = [(data, data)]
+        raw = [own_labels(data)]
     elif isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise DataError("data must be a batch (inputs, labels) or an iterable of such batches, e.g. a DataLoader")
     else:
-        raw = [(item, item) if token_ids and isinstance(item, torch.Tensor) else item for item in data]
+        raw = [own_labels(item) if token_ids and isinstance(item, torch.Tensor) else item for item in data]
     if not raw:
         raise DataError("data holds no batches; pass at least one (inputs, labels) batch")
     device, dtype = model_device_dtype(model)
@@ -52,6 +55,9 @@ def materialize_batches(data: Any, model: nn.Module) -> list[Batch]:
         if not _is_batch(batch):
             raise DataError(f"batch {index} is {type(batch).__name__}, not a pair (inputs, labels) of tensors")
         inputs, labels = batch
+        flat_per_token = labels.dim() == 1 and len(labels) != len(inputs) and labels.numel() == inputs.numel()
+        if token_ids and inputs.dim() == 2 and flat_per_token:  # labels per token, flattened (a text loader's batch)
+            labels = labels.view(inputs.shape)
         per_token = token_ids and labels.shape == inputs.shape
         if inputs.dim() < 2 or (labels.dim() != 1 and not per_token) or len(inputs) != len(labels) or len(labels) == 0:
             raise DataError(
@@ -67,6 +73,13 @@ def materialize_batches(data: Any, model: nn.Module) -> list[Batch]:
         inputs = inputs.to(device=device, dtype=torch.long if token_ids else dtype)
         batches.append((inputs, labels.to(device=device, dtype=torch.long)))
     return batches
+
+
+def _next_tokens(ids: torch.Tensor) -> Batch:
+    """Token ids ``(B, T)`` as a next-token batch: inputs the first T-1 tokens, labels the last T-1."""
+    if ids.dim() != 2 or ids.shape[1] < 2:
+        raise DataError(f"token ids of shape {tuple(ids.shape)}: a next-token model needs (batch, tokens) with 2 or more tokens")
+    return ids[:, :-1], ids[:, 1:]
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -125,7 +138,7 @@ def scoring_samples(context: ScoringContext, criterion: str, stacklevel: int = 5
     batches = context.batches
     assert batches is not None
     per_class = context.options["samples_per_class"]
-    if per_class is None:
+    if per_class is None or takes_token_ids(context.model):  # text has no classes: the sequences as given
         return list(batches)
     num_classes = output_width(context.model, batches[0][0])
     selected, short = select_per_class(batches, int(per_class), num_classes)  # type: ignore[arg-type]
@@ -229,22 +242,34 @@ def batch_loss(model: nn.Module, batch: Batch, total: int, temperature: float = 
     """This batch's share of the mean cross-entropy over ``total`` samples (logits divided by temperature).
 
     Summing per-sample losses and dividing by the grand total makes the sum over batches the mean over all
-    samples, so several batches give the gradient of one big batch (exactly so in BN eval mode).
+    samples, so several batches give the gradient of one big batch (exactly so in BN eval mode). Labels per
+    token ``(B, T)`` go with logits ``(B*T, V)`` (:class:`~layerlottery.models.hf_causal_lm.CausalLM`): every
+    token is then a sample, and ``total`` counts tokens (:func:`label_count`).
     """
     inputs, labels = batch
     logits = model(inputs)
+    if labels.dim() == 2 and isinstance(logits, torch.Tensor) and logits.dim() == 2 and len(logits) == labels.numel():
+        labels = labels.reshape(-1)
     if not isinstance(logits, torch.Tensor):
         raise DataError(
             f"the model returns {type(logits).__name__}, not a logits tensor; gradient criteria need a classifier "
             "(for a Hugging Face text model use block_influence or angular_distance)"
         )
-    if logits.dim() != 2:
-        raise DataError(f"the model returns outputs of shape {tuple(logits.shape)}; criteria need (batch, classes) logits")
+    if logits.dim() != 2 or len(logits) != len(labels):
+        raise DataError(
+            f"the model returns outputs of shape {tuple(logits.shape)} for labels of shape {tuple(labels.shape)}; "
+            "criteria need (batch, classes) logits, one row per label"
+        )
     if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:
         raise DataError(
             f"labels range over {int(labels.min())}..{int(labels.max())} but the model has {logits.shape[1]} classes"
         )
     return F.cross_entropy(logits / temperature, labels, reduction="sum") / total
+
+
+def label_count(batches: Sequence[Batch]) -> int:
+    """Samples the mean loss averages over: labels, one per sample or one per token."""
+    return sum(labels.numel() for _, labels in batches)
 
 
 def _grads(output: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
@@ -261,7 +286,7 @@ def mean_loss_gradient(
     Batch by batch, so memory stays that of one batch; the result is the sample-size-weighted mean of the
     per-batch gradients. Uses ``torch.autograd.grad``, so no ``.grad`` attribute is touched.
     """
-    total = sum(len(labels) for _, labels in batches)
+    total = label_count(batches)
     accumulated = [torch.zeros_like(p) for p in params]
     for batch in batches:
         with torch.enable_grad():
@@ -278,9 +303,20 @@ def hessian_gradient_products(
 
     First pass: g = dL/dθ, detached. Second pass, per batch: d/dθ (g · dL_b/dθ) with ``create_graph``,
     summed; since g is a constant this is H g, and linear in the batches like the loss itself.
+    Attention runs as plain matrix products (SDPA's math backend) in both passes: the fused kernels
+    (flash attention on the CPU and GPU) have no second derivative.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        return _hessian_gradient_products(model, batches, params, temperature)
+
+
+def _hessian_gradient_products(
+    model: nn.Module, batches: Sequence[Batch], params: Sequence[torch.Tensor], temperature: float
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     gradient = mean_loss_gradient(model, batches, params, temperature)
-    total = sum(len(labels) for _, labels in batches)
+    total = label_count(batches)
     product = [torch.zeros_like(p) for p in params]
     for batch in batches:
         with torch.enable_grad():

@@ -77,6 +77,7 @@ _RTOL = Option(None, _non_negative_or_none, "rank tolerance relative to the larg
     "hrank",
     options={"activation": activation_option(), "rtol": _RTOL, **sample_options()},
     needs_data=True,
+    images_only="ranks 2-D feature maps",
 )
 def hrank(context: ScoringContext) -> dict[str, float]:
     """HRank: rank of each filter's H x W output map, averaged over samples, then over filters."""

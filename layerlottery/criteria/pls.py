@@ -92,6 +92,7 @@ def _pooled(out: torch.Tensor) -> np.ndarray:
         **sample_options(),
     },
     needs_data=True,
+    images_only="relates each sample's pooled features to its class",
 )
 def pls(context: ScoringContext) -> dict[str, float]:
     """PLS + VIP: mean variable importance in projection of the block's pooled output filters."""

@@ -51,6 +51,7 @@ def score_blocks(
     """
     spec = get_criterion(criterion)
     resolved = spec.resolve_options(options)
+    spec.check_model(model)
     if spec.needs_data and data is None:
         raise ConfigError(
             f"criterion {spec.name!r} needs data: pass a batch (inputs, labels) or an iterable of batches"

@@ -105,6 +105,7 @@ def _check_rounds(options: dict) -> None:
     },
     gradient_based=True,
     validate=_check_rounds,
+    images_only="feeds an all-ones input through |weights| (no token ids)",
 )
 def synflow(context: ScoringContext) -> dict[str, float]:
     """SynFlow: aggregate |w * dR/dw| on the linearized float64 network with an all-ones input."""

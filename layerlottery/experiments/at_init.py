@@ -39,10 +39,14 @@ class Ticket:
 def model_options_for(dataset: Any, **options: Any) -> dict[str, Any]:
     """Model options that fit ``dataset`` (channels, classes, image size), overridden by ``options``.
 
-    ``dataset`` is anything with ``input_shape`` (C, H, W) and ``num_classes``, or None.
+    ``dataset`` is anything with ``input_shape`` and ``num_classes``, or None: images (C, H, W) give
+    ``in_channels``, ``num_classes`` and ``image_size``; token sequences (seq_len,) give ``num_classes`` (the
+    vocabulary) and ``seq_len``.
     """
     fitted: dict[str, Any] = {}
-    if dataset is not None:
+    if dataset is not None and len(dataset.input_shape) == 1:
+        fitted = {"num_classes": dataset.num_classes, "seq_len": dataset.input_shape[0]}
+    elif dataset is not None:
         channels, height, _width = dataset.input_shape
         fitted = {"in_channels": channels, "num_classes": dataset.num_classes, "image_size": height}
     return {**fitted, **options}
@@ -106,6 +110,7 @@ def ticket_at_init(
     mac_reduction: float | None = None,
     protect: str | Sequence[str] | None = "first",
     min_per_stage: int = 2,
+    selection: str = "greedy",
     seed: int = 0,
     samples_per_class: int = 10,
     model_options: Mapping[str, Any] | None = None,
@@ -122,6 +127,7 @@ def ticket_at_init(
     ``model_options`` are fitted to ``dataset`` (channels, classes, image size) unless given. Data
     criteria score ``scoring_batch`` if given, else ``samples_per_class`` images of each class of
     ``dataset``. The ``random`` criterion takes its seed from ``seed`` unless ``criterion_options`` sets one.
+    ``selection`` is ``greedy`` (the p lowest scores) or ``contiguous`` (see :func:`select_blocks`).
     """
     options = model_options_for(dataset, **(model_options or {}))
     spec = get_criterion(criterion)
@@ -144,6 +150,7 @@ def ticket_at_init(
         model=model,
         model_options=options,
         seed=seed,
+        selection=selection,
     )
     return Ticket(dense=dense, pruned=remove_blocks(dense, plan), blocks=blocks, scores=scores, plan=plan)
 
@@ -165,6 +172,7 @@ def ticket_for_spec(
         p=ticket.p,
         protect=parse_protect(ticket.protect),
         min_per_stage=ticket.min_per_stage,
+        selection=ticket.selection,
         seed=seed,
         samples_per_class=ticket.samples_per_class,
         model_options=model_options,

@@ -38,7 +38,7 @@ def filter_ticket(spec: RunSpec, run_dir: RunDir, source: DataSource, device: to
     """The baseline at theta_0: its filter plan found once (saved before training), then replayed on resume."""
     ticket = spec.ticket
     assert ticket is not None and spec.kind == "filters"
-    options = model_options_for(source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+    options = model_options_for(source, **spec.model.factory_options())
     if run_dir.filter_plan_file.is_file():  # resuming: the same theta_0, the same filters, no rescoring
         plan = run_dir.read_filter_plan()
         return apply_filter_plan(initial_model(spec.model.name, options, spec.seed, device), plan), plan

@@ -78,6 +78,7 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
                     samples_per_class=lottery.samples_per_class,
                     protect=lottery.protect,
                     min_per_stage=lottery.min_per_stage,
+                    selection=lottery.selection,
                 )
                 return RunSpec(settings.model, settings.data, ticket_train, seed, found, lottery_spec)
 
@@ -99,16 +100,20 @@ def check_feasible(settings: ExperimentSettings) -> None:
     """Refuse, before any training, a p (or rounds x k) the selection rules cannot give, and a dense run on
     disk that lacks a snapshot a rewind point needs."""
     lottery = settings.lottery
-    model = create_model(
-        settings.model.name, shortcut=settings.model.shortcut, zero_init_residual=settings.model.zero_init_residual
-    )
+    model = create_model(settings.model.name, **settings.model.structure_options())
     # Removability is structural, so the model's default input size tells it for any input size.
-    limit = max_removable(find_blocks(model), parse_protect(lottery.protect), lottery.min_per_stage)
-    rules = f"protect={lottery.protect}, min_per_stage={lottery.min_per_stage}"
+    blocks = find_blocks(model)
+    limit = max_removable(blocks, parse_protect(lottery.protect), lottery.min_per_stage, lottery.selection)
+    rules = f"protect={lottery.protect}, min_per_stage={lottery.min_per_stage}, selection={lottery.selection}"
     if lottery.p and max(lottery.p) > limit:
         raise PruningError(
             f"lottery.p asks for {max(lottery.p)} blocks but {settings.model.name} allows at most {limit} ({rules})"
         )
+    if lottery.rounds > 1 and lottery.k > limit:
+        raise PruningError(f"lottery.k = {lottery.k} blocks per round but {settings.model.name} allows at most {limit} ({rules})")
+    # Iterative rounds remove blocks anywhere, so their total is bounded by the greedy limit; a contiguous round
+    # runs among the blocks still present, which only their scores decide (a later round may find no run).
+    limit = max_removable(blocks, parse_protect(lottery.protect), lottery.min_per_stage)
     if lottery.rounds > 1 and lottery.rounds * lottery.k > limit:
         raise PruningError(
             f"lottery.rounds x lottery.k = {lottery.rounds} x {lottery.k} = {lottery.rounds * lottery.k} blocks but "
@@ -171,7 +176,7 @@ def lottery_ticket(
     The plan is found once and saved in the run directory; a resumed run replays it without rescoring.
     """
     assert spec.lottery is not None and spec.ticket is not None
-    options = model_options_for(source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+    options = model_options_for(source, **spec.model.factory_options())
     runs_dir = run_dir.path.parent
     if run_dir.plan_file.is_file():
         plan = RemovalPlan.load(run_dir.plan_file)
@@ -202,7 +207,7 @@ def find_plan(
     already = previous.p if previous is not None else 0
     plan = select_blocks(
         blocks, scores, p=ticket.p - already, protect=parse_protect(ticket.protect), min_per_stage=ticket.min_per_stage,
-        model=spec.model.name, model_options=options,
+        model=spec.model.name, model_options=options, selection=ticket.selection,
     )
     if previous is None:
         return plan

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from layerlottery.config import ExperimentSettings
+from layerlottery.distributed import launched_world_size
 from layerlottery.errors import ConfigError, LayerLotteryError
 from layerlottery.experiments import locks
 from layerlottery.experiments.runs import RunDir, RunSpec, run_progress
@@ -80,6 +81,13 @@ class Parallelism:
             raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.address is not None and self.executor != "ray":
             raise ConfigError("--address is for --executor ray; add --executor ray or drop --address")
+        world = launched_world_size()
+        if world > 1 and not self.sequential:  # torchrun: every process trains the same run together
+            chosen = "--executor ray" if self.executor == "ray" else f"--jobs {self.jobs}"
+            raise ConfigError(
+                f"{chosen} cannot be combined with torchrun (WORLD_SIZE={world}), which trains one run at a time on "
+                f"all its processes; drop {chosen}, or run without torchrun to train several runs at once"
+            )
 
     @property
     def sequential(self) -> bool:

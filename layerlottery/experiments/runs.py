@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
+from layerlottery import distributed
 from layerlottery.config import DataSettings, ModelSettings, TrainSettings, hashed_dict, settings_hash, to_dict
 from layerlottery.errors import DataError, LayerLotteryError
 from layerlottery.atomic import atomic_write_text
@@ -50,6 +51,8 @@ class TicketSpec:
     samples_per_class: int = 10
     protect: str = "first"
     min_per_stage: int = 2
+    selection: str = "greedy"
+    """greedy or contiguous (``pruning.selection``); the default is left out of the hash, so runs keep their names."""
     structure: str = "layers"
     """``layers`` (p blocks removed) or ``filters``: the filter-pruning baseline of the layer ticket with the
     same fields, as many filters removed from the blocks' first convs as that ticket has fewer. The default
@@ -142,6 +145,7 @@ def environment() -> dict[str, Any]:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE unless the user chose (layerlottery.threads)
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "world_size": distributed.current().world_size,  # processes training each run (torchrun), 1 otherwise
     }
     try:
         import torchvision
@@ -295,12 +299,14 @@ def plan_disagreement(plan: RemovalPlan, spec: RunSpec) -> str:
         return f"was chosen by criterion {plan.criterion}, but the run's criterion is {ticket.criterion}"
     if plan.p != ticket.p:
         return f"removes {plan.p} block(s) ({', '.join(plan.removed) or 'none'}), but the run's p is {ticket.p}"
+    if plan.selection_rule != ticket.selection:
+        return f"was chosen by {plan.selection_rule} selection, but the run's selection is {ticket.selection}"
     # Removability is structural, so the model at its default input size shows the stages (as check_feasible).
-    dense = create_model(spec.model.name, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+    dense = create_model(spec.model.name, **spec.model.structure_options())
     try:
         chosen = select_blocks(
             find_blocks(dense), plan.scores, p=ticket.p,
-            protect=parse_protect(ticket.protect), min_per_stage=ticket.min_per_stage,
+            protect=parse_protect(ticket.protect), min_per_stage=ticket.min_per_stage, selection=ticket.selection,
         ).removed
     except LayerLotteryError as exc:
         return f"cannot come from the run's selection rules ({exc})"

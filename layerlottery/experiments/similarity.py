@@ -72,7 +72,7 @@ def compute_similarities(
 def trained_run_network(run_dir: RunDir, source: DataSource, device: torch.device) -> nn.Module:
     """A finished run's final network: its architecture rebuilt from its plan, its ``last.pt`` weights loaded."""
     spec = run_dir.spec
-    options = model_options_for(source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual)
+    options = model_options_for(source, **spec.model.factory_options())
     network = initial_model(spec.model.name, options, spec.seed, device)  # the weights are replaced below
     if spec.kind == FILTERS:
         network = apply_filter_plan(network, run_dir.read_filter_plan())

@@ -1,12 +1,14 @@
-"""Where a run's batches come from: a dataset held in memory (on the training device) or an image folder.
+"""Where a run's batches come from: a dataset held in memory (on the training device), an image folder, or
+a text file for language models.
 
-Both give the model's input shape and class count, the training and test loaders of a run, and the
-class-balanced batch a criterion scores with.
+Each gives the model's input shape and class count (for text: the sequence length and the vocabulary), the
+training and test loaders of a run, and the batch a criterion scores with (class-balanced for images).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import math
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 
@@ -18,10 +20,12 @@ from layerlottery.training.loop import BatchLoader, eval_batch_size
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 FOLDER = "folder"
+TEXT = "text"
 
 
 class DataSource(Protocol):
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
+    """(C, H, W) of an image, or (seq_len,) of a token sequence."""
     num_classes: int
 
     def loaders(self, train: TrainSettings, seed: int, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
@@ -32,7 +36,10 @@ class DataSource(Protocol):
 
 
 def data_source(settings: DataSettings) -> DataSource:
-    """The source ``settings`` describe: ``folder`` (ImageNet layout under ``data_dir``) or a named dataset."""
+    """The source ``settings`` describe: ``folder`` (ImageNet layout under ``data_dir``), ``text`` (a text file
+    or folder under ``data_dir``) or a named dataset."""
+    if settings.name == TEXT:
+        return TextSource(settings)
     return FolderSource(settings) if settings.name == FOLDER else MemorySource(settings)
 
 
@@ -96,3 +103,67 @@ class FolderSource:
         if short:
             raise DataError(f"image folder classes {sorted(short)} have fewer than {samples_per_class} training images")
         return batch
+
+
+class TextSource:
+    """A UTF-8 text tokenized once (:mod:`layerlottery.data.text`), for causal language models.
+
+    ``input_shape`` is ``(seq_len,)`` and ``num_classes`` the tokenizer's vocabulary. Text has no classes, so
+    the scoring batch is ``samples_per_class`` windows of the training text drawn by the seed, with their
+    next tokens as per-token labels: for text, ``pruning.samples_per_class`` counts sequences.
+    """
+
+    def __init__(self, settings: DataSettings) -> None:
+        from layerlottery.data.text import TEXT_OPTIONS, load_text
+
+        unknown = sorted(set(settings.options) - set(TEXT_OPTIONS))
+        if unknown:
+            raise ConfigError(f"data.options {', '.join(unknown)} do not apply to text; its options are {', '.join(TEXT_OPTIONS)}")
+        self.settings = settings
+        self.corpus = load_text(settings.data_dir, **dict(settings.options))
+        self.input_shape = (self.corpus.seq_len,)
+        self.num_classes = self.corpus.vocab_size
+
+    @property
+    def tokenizer(self) -> str:
+        """``bytes`` or the Hugging Face tokenizer the text was tokenized with."""
+        return self.corpus.tokenizer
+
+    def loaders(self, train: TrainSettings, seed: int, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
+        from layerlottery.data.text import TextLoader
+
+        corpus = self.corpus
+        # Tests in training-sized batches: the logits of one batch (batch x seq_len x vocabulary floats) are
+        # what fills memory, and training already showed that size fits.
+        return (
+            TextLoader(corpus.train, corpus.seq_len, train.batch_size, shuffle=True, seed=seed, device=device),
+            TextLoader(corpus.test, corpus.seq_len, train.batch_size, shuffle=False, device=device),
+        )
+
+    def scoring_batch(self, samples_per_class: int, seed: int, device: torch.device) -> Batch:
+        from layerlottery.data.text import sample_windows
+
+        return sample_windows(self.corpus.train, self.corpus.seq_len, samples_per_class, seed, device)
+
+
+def text_result_fields(source: DataSource, history: Sequence[Mapping[str, Any]], images_per_second: float | None) -> dict[str, Any]:
+    """What a language-model run adds to its result: test perplexity exp(mean next-token loss), at the end and
+    at its best epoch, and its training speed in tokens (a text run's samples are tokens); ``{}`` for images."""
+    if not isinstance(source, TextSource):
+        return {}
+    losses = [row["test_loss"] for row in history if row.get("test_loss") is not None]
+    return {
+        "perplexity": perplexity(losses[-1]) if losses else None,
+        "best_perplexity": perplexity(min(losses)) if losses else None,
+        "tokens_per_second": images_per_second,
+        "tokenizer": source.tokenizer,
+        "seq_len": source.input_shape[0],
+    }
+
+
+def perplexity(mean_loss: float) -> float | None:
+    """exp(mean next-token cross-entropy); None where it overflows a float (a diverged model)."""
+    try:
+        return math.exp(mean_loss)
+    except OverflowError:
+        return None

@@ -13,19 +13,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from layerlottery import distributed
 from layerlottery.config import DataSettings, ExperimentSettings
 from layerlottery.criteria import get_criterion
 from layerlottery.errors import ConfigError, DataError, PruningError
-from layerlottery.experiments import filter_baseline, lottery, similarity
+from layerlottery.experiments import filter_baseline, lottery, ranks, similarity
 from layerlottery.experiments.parallel import Parallelism, train_runs
 from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_for_spec
 from layerlottery.experiments.runs import FILTERS, RunDir, RunSpec, TicketSpec
-from layerlottery.experiments.sources import DataSource, data_source
+from layerlottery.experiments.sources import DataSource, data_source, text_result_fields
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.models.blocks import find_blocks
 from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks
-from layerlottery.surgery.filters import FilterPlan
+from layerlottery.surgery.filters import FilterPlan, apply_filter_plan
 from layerlottery.reports.results import with_similarity
 from layerlottery.threads import threads_setting
 from layerlottery.training import Callback, resolve_device, train
@@ -66,6 +67,7 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
                     samples_per_class=pruning.samples_per_class,
                     protect=pruning.protect,
                     min_per_stage=pruning.min_per_stage,
+                    selection=pruning.selection,
                 )
                 specs.append(RunSpec(**base, ticket=ticket))
                 if pruning.filter_baseline:  # after its layer ticket, whose plan sets its filter count
@@ -78,15 +80,15 @@ def check_feasible(settings: ExperimentSettings) -> None:
     if settings.lottery.enabled:
         return lottery.check_feasible(settings)  # also: the snapshots its rewind points need
     pruning = settings.pruning
-    model = create_model(
-        settings.model.name, shortcut=settings.model.shortcut, zero_init_residual=settings.model.zero_init_residual
-    )
+    model = create_model(settings.model.name, **settings.model.structure_options())
+    for criterion in pruning.criteria:  # e.g. synflow cannot score a language model
+        get_criterion(criterion).check_model(model)
     # Removability is structural, so the model's default input size tells it for any input size.
-    limit = max_removable(find_blocks(model), parse_protect(pruning.protect), pruning.min_per_stage)
+    limit = max_removable(find_blocks(model), parse_protect(pruning.protect), pruning.min_per_stage, pruning.selection)
     if max(pruning.p) > limit:
         raise PruningError(
             f"pruning.p asks for {max(pruning.p)} blocks but {settings.model.name} allows at most {limit} "
-            f"(protect={pruning.protect}, min_per_stage={pruning.min_per_stage})"
+            f"(protect={pruning.protect}, min_per_stage={pruning.min_per_stage}, selection={pruning.selection})"
         )
 
 
@@ -217,14 +219,26 @@ def run_experiment(
 
     Raises :class:`~layerlottery.experiments.parallel.RunsFailedError` naming the runs that failed when
     training in parallel (the others finish first).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this: each run trains on all of them together
+    (:mod:`layerlottery.experiments.ranks`), rank 0 alone writes files, logs, and computes similarities and
+    robustness afterwards; the other ranks return once the runs are trained, with no ``runs`` in their result.
     """
     parallel = parallel or Parallelism()
-    parallel.validate()
-    checked = preflight(settings)
+    parallel.validate()  # also refuses --jobs > 1 and Ray under torchrun
+    context = distributed.init_distributed(resolve_device(settings.train.device).type)
+    if not context.is_main:
+        progress, log = False, _quiet
+    checked = ranks.preflight_on_ranks(settings) if context.distributed else preflight(settings)
     for warning in checked.warnings:
         log(warning)
     specs = checked.specs
-    trained = train_runs(settings, specs, parallel, source=checked.source, progress=progress, log=log) if checked.pending else 0
+    if context.distributed:
+        trained = ranks.train_runs_on_ranks(settings, specs, checked.source, progress=progress, log=log) if checked.pending else 0
+        if not context.is_main:
+            return ExperimentResult(settings, [], trained)
+    else:
+        trained = train_runs(settings, specs, parallel, source=checked.source, progress=progress, log=log) if checked.pending else 0
     pairs = similarity.pending_similarities(settings.runs_dir, specs)
     if pairs:  # once per ticket: a rerun finds every similarity.json and loads no data
         source = checked.source if checked.source is not None else data_source(settings.data)
@@ -250,17 +264,26 @@ def execute_run(
 ) -> dict[str, Any]:
     """Train one run to completion (resuming if it was interrupted) and write its result.
 
-    ``callbacks`` join the training loop's (a parallel worker's progress reporter)."""
-    run_dir.prepare()
+    ``callbacks`` join the training loop's (a parallel worker's progress reporter). Under torchrun every
+    rank calls this together; rank 0 alone scores a ticket and writes files (energy and TensorBoard included),
+    the other ranks build the ticket from the plan it sends."""
+    context = distributed.current()
+    if context.is_main:
+        run_dir.prepare()
     device = resolve_device(spec.train.device)
-    model, plan = _initial_model(spec, run_dir, source, device)
+    if context.distributed:
+        model, plan = ranks.initial_model_on_ranks(
+            lambda: _initial_model(spec, run_dir, source, device), lambda found: _architecture(spec, found, source, device)
+        )
+    else:
+        model, plan = _initial_model(spec, run_dir, source, device)
     train_loader, test_loader = source.loaders(spec.train, spec.seed, device)
     carbon = settings.carbon
     emissions = EmissionsRecorder(
-        enabled=carbon.enabled, country_iso_code=carbon.country_iso_code,
+        enabled=carbon.enabled and context.is_main, country_iso_code=carbon.country_iso_code,
         grid_intensity_g_per_kwh=carbon.grid_intensity_g_per_kwh,
     )
-    streams = [TensorBoardLogger(run_dir.path / "tensorboard")] if spec.train.tensorboard else []
+    streams = [TensorBoardLogger(run_dir.path / "tensorboard")] if spec.train.tensorboard and context.is_main else []
     outcome = train(
         model, train_loader, spec.train, eval_loader=test_loader, checkpoint_dir=run_dir.checkpoints,
         callbacks=[emissions, *streams, *callbacks], progress=progress, seed=spec.seed, start_epoch=spec.start_epoch,
@@ -287,21 +310,39 @@ def execute_run(
         "macs": count_macs(model, source.input_shape),
         "params": count_params(model),
         "device": str(device),
+        # Several processes (torchrun): times are of the whole group, so say how many trained it.
+        **({"world_size": context.world_size} if context.distributed else {}),
         **energy,
         **(lottery.result_fields(spec) if spec.lottery is not None else {}),
         **filter_baseline.result_fields(spec, plan, model),
+        **text_result_fields(source, outcome.history, outcome.images_per_second),  # perplexity, tokens/s
     }
-    run_dir.write_result(result, outcome.history)
+    if context.is_main:
+        run_dir.write_result(result, outcome.history)
     return result
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: they say nothing."""
+
+
+def _architecture(
+    spec: RunSpec, plan: RemovalPlan | FilterPlan | None, source: DataSource, device: torch.device
+) -> torch.nn.Module:
+    """The run's network built from its plan with theta_0 weights (a rank other than 0 of a distributed run,
+    whose weights training replaces by rank 0's)."""
+    options = model_options_for(source, **spec.model.factory_options())
+    network = initial_model(spec.model.name, options, spec.seed, device)
+    if isinstance(plan, FilterPlan):
+        return apply_filter_plan(network, plan)
+    return remove_blocks(network, plan) if plan is not None else network
 
 
 def _initial_model(
     spec: RunSpec, run_dir: RunDir, source: DataSource, device: torch.device
 ) -> tuple[torch.nn.Module, RemovalPlan | FilterPlan | None]:
     """theta_0 of the run's network: dense from the seed, or the ticket (plan found once, then replayed)."""
-    options = model_options_for(
-        source, shortcut=spec.model.shortcut, zero_init_residual=spec.model.zero_init_residual
-    )
+    options = model_options_for(source, **spec.model.factory_options())
     if spec.ticket is None:
         return initial_model(spec.model.name, options, spec.seed, device), None
     if spec.lottery is not None:  # after training: trained weights scored, kept weights rewound

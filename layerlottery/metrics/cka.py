@@ -105,14 +105,17 @@ def penultimate_cka(
     tensors; both models see the same inputs, in eval mode without gradients, and only their d x d
     products are kept, so a whole test set fits in memory. ``device`` moves the inputs (default: each
     model's own device). ``head_a``/``head_b`` name the final linear layer (default: the last
-    ``nn.Linear`` of each model, e.g. ``fc``). Both models' training flags are restored afterwards.
+    ``nn.Linear`` of each model, e.g. ``fc``); a head that reads ``(batch, tokens, width)`` (a language
+    model's) gives one feature row per token. Both models' training flags are restored afterwards.
     """
     heads = [_head(model, name, label) for model, name, label in ((model_a, head_a, "model_a"), (model_b, head_b, "model_b"))]
     captured: list[torch.Tensor | None] = [None, None]
 
     def capture(slot: int):
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            captured[slot] = inputs[0].detach().flatten(1)
+            features = inputs[0].detach()
+            # A head applied per token (a language model's, on (batch, tokens, width)): each token is a sample.
+            captured[slot] = features.reshape(-1, features.shape[-1]) if features.dim() > 2 else features.flatten(1)
 
         return hook
 

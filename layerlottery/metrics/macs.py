@@ -3,16 +3,25 @@
 ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-accumulate for convolutions and
 matrix products (and nothing for BN, ReLU, pooling or additions). The paper's framework counts
 multiply-accumulates of conv and linear layers, so ``MACs = FLOPs / 2``; both are labelled where shown.
+
+Attention: torch's counter has formulas for the CUDA attention kernels only. On the CPU,
+``scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu`` and
+``nn.MultiheadAttention``'s inference fast path runs ``_native_multi_head_attention`` (projections
+included), which it would count as 0. :func:`flop_counter` adds formulas for them, per counter (not in
+torch's global registry), so a transformer's MACs are the same on every device and every SDPA backend:
+``2 * B * H * T_q * T_k * d`` FLOPs each for ``Q K^T`` and for ``A V`` (causal masks not discounted, as
+torch counts the CUDA kernels), the same products the math backend runs as visible matrix multiplies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from layerlottery.errors import ConfigError
 
@@ -63,10 +72,49 @@ def example_input(model: nn.Module, input_shape: Sequence[int], batch_size: int 
     return torch.zeros((batch_size, *input_shape), device=device, dtype=dtype)
 
 
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """``_scaled_dot_product_flash_attention_for_cpu``: torch's own count for its CUDA kernels."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """``_scaled_dot_product_flash_attention_for_cpu_backward`` (criteria's gradients)."""
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _native_mha_flop(query_shape, key_shape, value_shape, embed_dim, num_heads, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """``_native_multi_head_attention`` (``nn.MultiheadAttention`` in eval mode, batch first): the Q, K, V and
+    output projections plus attention, as the slow path counts them through its linears and SDPA."""
+    *batch, q_len, _ = query_shape
+    k_len = key_shape[-2]
+    b = math.prod(batch)
+    head_dim = embed_dim // num_heads
+    projections = 2 * b * embed_dim * embed_dim * (q_len + 2 * k_len + q_len)  # Q, K, V in; out
+    heads = (b, num_heads, q_len, head_dim), (b, num_heads, k_len, head_dim), (b, num_heads, k_len, head_dim)
+    return projections + sdpa_flop_count(*heads)
+
+
+_aten = torch.ops.aten
+ATTENTION_FLOP_FORMULAS = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+    _aten._native_multi_head_attention: _native_mha_flop,
+}
+"""Formulas torch's FlopCounterMode lacks (CPU attention kernels), given to each counter as ``custom_mapping``."""
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent ``FlopCounterMode`` that also counts the CPU attention kernels (see the module docstring).
+
+    Every MAC count of layerlottery goes through it, so blocks and whole models are counted alike.
+    """
+    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
+
+
 def flops_by_module(model: nn.Module, input_shape: Sequence[int] | None = None) -> dict[str, int]:
     """FLOPs of one sample's forward pass, per module qualified name (``""`` is the whole model)."""
     shape = resolve_input_shape(model, input_shape)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with inference_mode_of(model), counter:
         model(example_input(model, shape))
     return flops_per_qualified_name(counter, type(model).__name__)

@@ -20,11 +20,11 @@ from typing import Callable, Iterable, Iterator, Sequence, overload
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from layerlottery.errors import ConfigError, PruningError
 from layerlottery.metrics.macs import (
     example_input,
+    flop_counter,
     flops_per_qualified_name,
     inference_mode_of,
     resolve_input_shape,
@@ -84,15 +84,15 @@ register_block_kind(
 )
 
 
-def _torchvision_block(class_name: str) -> Callable[[nn.Module], bool]:
-    """Matcher for a torchvision ResNet block class, without importing torchvision (about a second).
+def _torchvision_block(class_name: str, module_name: str = "torchvision.models.resnet") -> Callable[[nn.Module], bool]:
+    """Matcher for a torchvision block class, without importing torchvision (about a second).
 
-    A model can only hold torchvision blocks if torchvision's resnet module is already loaded.
+    A model can only hold torchvision blocks if the torchvision module defining them is already loaded.
     """
 
     def matches(module: nn.Module) -> bool:
-        resnet = sys.modules.get("torchvision.models.resnet")
-        return resnet is not None and isinstance(module, getattr(resnet, class_name))
+        loaded = sys.modules.get(module_name)
+        return loaded is not None and isinstance(module, getattr(loaded, class_name))
 
     return matches
 
@@ -111,6 +111,17 @@ register_block_kind(
         matches=_torchvision_block("Bottleneck"),
         branch_end=lambda m: m.bn3,
         has_identity_shortcut=lambda m: m.downsample is None,
+    )
+)
+# torchvision's ViT layer is pre-norm, x + dropout(attn(ln_1(x))) then + mlp(ln_2(x)): zeroing both branches
+# returns x. The layers sit in the nn.Sequential encoder.layers, so they are deleted like ResNet blocks.
+register_block_kind(
+    BlockKind(
+        name="torchvision_vit",
+        matches=_torchvision_block("EncoderBlock", "torchvision.models.vision_transformer"),
+        branch_end=lambda m: m.mlp,
+        branch_ends=lambda m: (m.dropout, m.mlp),
+        has_identity_shortcut=lambda m: True,
     )
 )
 
@@ -234,7 +245,7 @@ def find_blocks(model: nn.Module, input_shape: Sequence[int] | None = None) -> N
 
         return hook
 
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()  # torch's counter + the CPU attention kernels
     with contextlib.ExitStack() as stack:
         for name, module, _ in found:
             stack.callback(module.register_forward_hook(recorder(name), with_kwargs=True).remove)

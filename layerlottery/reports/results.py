@@ -58,7 +58,7 @@ OPTIONAL_RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "round": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
     # Filter counts (every run since the filter baseline) and the baseline itself (kind "filters"):
     "structure": (lambda v: v in ("layers", "filters"), "'layers' or 'filters'"),
-    "filters": (lambda v: _is_int(v) and v > 0, "a whole number > 0"),
+    "filters": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),  # 0: no convolutions (a transformer)
     "filters_removed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "dense_filters": (lambda v: _is_int(v) and v > 0, "a whole number > 0"),
 }

@@ -50,6 +50,8 @@ class DenseSummary:
     "tdp_estimate", "estimate", ...); None when no run recorded it."""
     filters: int | None = None
     """Filters (conv output channels) of the dense network; None for results written before it was recorded."""
+    perplexity_mean: float | None = None
+    """Test perplexity of a language model (exp of the mean next-token loss), mean over seeds; None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class TicketRow:
     cka_std: float = 0.0
     cka_seeds: int = 0
     """How many seeds the CKA is averaged over."""
+    perplexity_mean: float | None = None
+    """Test perplexity of a language-model ticket, mean over seeds (lower is better); None for image models."""
     timing_disturbed: bool = False
     """One of these runs, or a dense run they are compared with, had an epoch slower than ``DISTURBED_FACTOR``
     x its typical epoch: its speedup and CO2 come from typical epochs but deserve a rerun on a quiet machine."""
@@ -194,6 +198,7 @@ def summarize(
         timing_disturbed=any(_disturbed(r) for r in dense_runs),
         energy_sources=_energy_sources(results),
         filters=dense_runs[0].get("filters"),
+        perplexity_mean=_perplexity(dense_runs),
     )
     groups: dict[tuple[str, bool, int, int, int, bool], list[Mapping[str, Any]]] = {}
     for r in results:
@@ -239,10 +244,17 @@ def summarize(
                 cka_mean=cka_mean,
                 cka_std=cka_std,
                 cka_seeds=len(cka),
+                perplexity_mean=_perplexity(runs),
                 timing_disturbed=any(_disturbed(r) or _disturbed(dense[r["seed"]]) for r in runs),
             )
         )
     return dense_summary, rows
+
+
+def _perplexity(runs: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean test perplexity when every run has one (language models), else None."""
+    values = [r.get("perplexity") for r in runs]
+    return statistics.fmean(values) if values and all(isinstance(v, (int, float)) for v in values) else None  # type: ignore[arg-type]
 
 
 HEADERS = ["criterion", "p", "Δacc pts", "wins", "acc %", "MACs -%", "params -%", "speedup", "CO2 -%"]
@@ -254,6 +266,8 @@ FILTERS = "filters"
 """With the structure column: dense -> ticket filter counts, e.g. ``1232 -> 1200``."""
 CKA = "CKA"
 """Linear CKA with the dense run's penultimate features, shown when some ticket has it."""
+PERPLEXITY = "perplexity"
+"""Test perplexity, after the accuracy column, for language models (their accuracy is next-token accuracy)."""
 
 
 def _headers(rows: Sequence[TicketRow]) -> list[str]:
@@ -263,6 +277,8 @@ def _headers(rows: Sequence[TicketRow]) -> list[str]:
     if any(row.structure != "layers" for row in rows):
         headers += [STRUCTURE, FILTERS]
     headers += HEADERS[1:]
+    if any(row.perplexity_mean is not None for row in rows):
+        headers.insert(headers.index("acc %") + 1, PERPLEXITY)
     if any(row.cka_mean is not None for row in rows):
         headers.append(CKA)
     return headers
@@ -319,7 +335,10 @@ def _cells(row: TicketRow, headers: Sequence[str] = HEADERS, dense: DenseSummary
         f"{row.speedup_mean:.2f}x{speed_spread}{disturbed}",
         co2,
     ]
-    extra = {REWIND: _rewind_cell(row), STRUCTURE: row.structure, FILTERS: _filters_cell(row, dense), CKA: _cka_cell(row)}
+    extra = {
+        REWIND: _rewind_cell(row), STRUCTURE: row.structure, FILTERS: _filters_cell(row, dense), CKA: _cka_cell(row),
+        PERPLEXITY: "-" if row.perplexity_mean is None else f"{row.perplexity_mean:.2f}",
+    }
     by_header = dict(zip(HEADERS, cells))
     return [by_header[header] if header in by_header else extra[header] for header in headers]
 
@@ -336,8 +355,11 @@ def _dense_line(dense: DenseSummary, rows: Sequence[TicketRow], xi: float) -> st
         if typical is not None
         else "dense / ticket total training time of the same seed"
     )
+    accuracy = "test accuracy"
+    if dense.perplexity_mean is not None:
+        accuracy = f"next-token test accuracy (perplexity {dense.perplexity_mean:.2f})"
     return (
-        f"Dense: {100 * dense.test_acc_mean:.2f}%{spread} test accuracy over {dense.seeds} seed(s), "
+        f"Dense: {100 * dense.test_acc_mean:.2f}%{spread} {accuracy} over {dense.seeds} seed(s), "
         f"{dense.macs:,} MACs, {dense.params:,} params, {seconds}. "
         f"Mean ± std over seeds; speedup = {time_basis}. "
         f"A ticket wins when its accuracy + xi >= the dense accuracy (xi = {xi:g} pts)."

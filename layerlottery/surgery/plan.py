@@ -82,7 +82,8 @@ class RemovalPlan(PlanRecord):
     """Every setting of the criterion, defaults included (aggregation, BN mode, ...)."""
     scores: dict[str, float] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
-    """How blocks were picked: p / fraction / mac_reduction, protected blocks, per-stage minimum."""
+    """How blocks were picked: p / fraction / mac_reduction, protected blocks, per-stage minimum, and ``rule``
+    (``greedy`` or ``contiguous``, see ``surgery.select``; plans that predate it were greedy)."""
     dense_macs: int | None = None
     pruned_macs: int | None = None
     dense_params: int | None = None
@@ -95,6 +96,13 @@ class RemovalPlan(PlanRecord):
     def p(self) -> int:
         """Number of removed blocks (the paper's p)."""
         return len(self.removed)
+
+    @property
+    def selection_rule(self) -> str:
+        """``greedy`` (the p lowest scores) or ``contiguous`` (the lowest run of adjacent blocks); plans written
+        before the rule was recorded were greedy. The rule describes how ``removed`` was chosen; ``removed``
+        alone says what the network is, so older readers still rebuild a contiguous plan's network."""
+        return str(self.selection.get("rule", "greedy"))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -5,6 +5,11 @@ or its stage is already at its minimum size, skip it; stop after p. Protected by
 of every stage (in the CIFAR ResNets the stride-2 block of stages 2 and 3 cannot go anyway, and the paper
 also keeps the network's first block). Ties are broken by network order, so a plan is a pure function of
 its scores.
+
+``selection="contiguous"`` removes a run of p adjacent blocks instead, as ShortGPT-style and Gromov et al.'s
+layer pruning drop consecutive layers: among the runs of p adjacent removable, unprotected blocks inside one
+stage (whose stage keeps ``min_per_stage``), the one whose summed score is lowest; ties go to the run that
+comes first in the network.
 """
 
 from __future__ import annotations
@@ -18,6 +23,15 @@ from layerlottery.models.blocks import BlockInfo, NetworkBlocks
 from layerlottery.surgery.plan import RemovalPlan
 
 Protect = str | Sequence[str] | None
+SELECTION_RULES = ("greedy", "contiguous")
+"""How blocks are picked: the p lowest scores one by one (the paper's), or the lowest-scoring run of p adjacent ones."""
+
+
+def check_selection(selection: str, setting: str = "selection") -> str:
+    """``selection`` if it is a rule of :data:`SELECTION_RULES`, else a one-line ConfigError naming ``setting``."""
+    if selection not in SELECTION_RULES:
+        raise ConfigError(f"{setting} must be {' or '.join(SELECTION_RULES)}, not {selection!r}")
+    return selection
 
 
 def parse_protect(text: str) -> Protect:
@@ -47,13 +61,36 @@ def candidate_blocks(blocks: NetworkBlocks, protect: Protect = "first") -> list[
     return [block for block in blocks if block.removable and block.name not in protected]
 
 
-def max_removable(blocks: NetworkBlocks, protect: Protect = "first", min_per_stage: int = 2) -> int:
-    """The largest p the constraints allow (each stage independently: candidates vs. room above its minimum)."""
+def max_removable(
+    blocks: NetworkBlocks, protect: Protect = "first", min_per_stage: int = 2, selection: str = "greedy"
+) -> int:
+    """The largest p the constraints allow: greedily, each stage independently (candidates vs. room above its
+    minimum); contiguously, the longest run of adjacent candidates that one stage can give up."""
     candidates = candidate_blocks(blocks, protect)
+    if check_selection(selection) == "contiguous":
+        return max(
+            (min(len(run), max(0, len(members) - min_per_stage)) for members, run in _candidate_runs(blocks, candidates)),
+            default=0,
+        )
     return sum(
         min(sum(1 for c in candidates if c.stage == stage), max(0, len(members) - min_per_stage))
         for stage, members in blocks.stages().items()
     )
+
+
+def _candidate_runs(blocks: NetworkBlocks, candidates: list[BlockInfo]) -> list[tuple[list[BlockInfo], list[BlockInfo]]]:
+    """``(stage members, run)`` for every maximal run of adjacent candidates within a stage, in network order."""
+    allowed = {block.name for block in candidates}
+    runs: list[tuple[list[BlockInfo], list[BlockInfo]]] = []
+    for members in blocks.stages().values():
+        run: list[BlockInfo] = []
+        for block in [*members, None]:  # None closes the stage's last run
+            if block is not None and block.name in allowed:
+                run.append(block)
+            elif run:
+                runs.append((members, run))
+                run = []
+    return runs
 
 
 def select_blocks(
@@ -68,6 +105,7 @@ def select_blocks(
     model: str | None = None,
     model_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
+    selection: str = "greedy",
 ) -> RemovalPlan:
     """Pick the blocks to remove, lowest score first, and return the removal plan.
 
@@ -77,6 +115,8 @@ def select_blocks(
     a number, lower = less important (a :class:`~layerlottery.criteria.BlockScores` also records the
     criterion in the plan). ``model``/``model_options`` name a registered architecture so the plan replays,
     and ``seed`` (the one theta_0 was drawn from, see ``initial_model``) makes it replay theta_0 exactly.
+    ``selection="contiguous"`` takes the lowest-scoring run of adjacent blocks instead (``p`` or ``fraction``
+    only; see the module docstring); the plan records the rule.
     """
     targets = {"p": p, "fraction": fraction, "mac_reduction": mac_reduction}
     given = [key for key, value in targets.items() if value is not None]
@@ -84,10 +124,13 @@ def select_blocks(
         raise ConfigError(f"give exactly one of p, fraction or mac_reduction (got {', '.join(given) or 'none'})")
     if min_per_stage < 0:
         raise ConfigError(f"min_per_stage must be >= 0, not {min_per_stage}")
+    check_selection(selection)
+    if selection == "contiguous" and mac_reduction is not None:
+        raise ConfigError("contiguous selection removes a number of blocks: give p or fraction, not mac_reduction")
     candidates = candidate_blocks(blocks, protect)
     values = _candidate_scores(candidates, scores)
-    limit = max_removable(blocks, protect, min_per_stage)
-    describe = _describe_limit(blocks, candidates, protect, min_per_stage, limit)
+    limit = max_removable(blocks, protect, min_per_stage, selection)
+    describe = _describe_limit(blocks, candidates, protect, min_per_stage, limit, selection)
 
     if p is not None:
         if isinstance(p, bool) or not isinstance(p, int) or p < 0:
@@ -105,21 +148,12 @@ def select_blocks(
     if wanted is not None and wanted > limit:
         raise PruningError(f"cannot remove {wanted} blocks: {describe}")
 
-    stage_sizes = {stage: len(members) for stage, members in blocks.stages().items()}
-    order = sorted(range(len(candidates)), key=lambda i: (values[i], i))
-    removed: list[BlockInfo] = []
-    removed_macs = 0
-    for i in order:
-        if wanted is not None and len(removed) == wanted:
-            break
-        if mac_reduction is not None and removed_macs >= mac_reduction * blocks.total_macs:
-            break
-        block = candidates[i]
-        if stage_sizes[block.stage] <= min_per_stage:
-            continue
-        stage_sizes[block.stage] -= 1
-        removed.append(block)
-        removed_macs += block.macs
+    if selection == "contiguous":
+        assert wanted is not None
+        removed = _lowest_run(blocks, candidates, dict(zip((c.name for c in candidates), values)), wanted, min_per_stage)
+    else:
+        removed = _greedy(blocks, candidates, values, wanted, mac_reduction, min_per_stage)
+    removed_macs = sum(block.macs for block in removed)
     if mac_reduction is not None and removed_macs < mac_reduction * blocks.total_macs:
         best = sum(sorted((c.macs for c in candidates), reverse=True)[:limit]) / blocks.total_macs
         raise PruningError(
@@ -140,6 +174,7 @@ def select_blocks(
             **targets,
             "protect": protect if protect is None or isinstance(protect, str) else sorted(protect),
             "min_per_stage": min_per_stage,
+            "rule": selection,
         },
         dense_macs=blocks.total_macs,
         pruned_macs=blocks.total_macs - removed_macs,
@@ -147,6 +182,55 @@ def select_blocks(
         pruned_params=blocks.total_params - sum(block.params for block in removed),
         seed=seed,
     )
+
+
+def _greedy(
+    blocks: NetworkBlocks,
+    candidates: list[BlockInfo],
+    values: list[float],
+    wanted: int | None,
+    mac_reduction: float | None,
+    min_per_stage: int,
+) -> list[BlockInfo]:
+    """The paper's rule: lowest score first, skipping blocks whose stage is at its minimum."""
+    stage_sizes = {stage: len(members) for stage, members in blocks.stages().items()}
+    order = sorted(range(len(candidates)), key=lambda i: (values[i], i))
+    removed: list[BlockInfo] = []
+    removed_macs = 0
+    for i in order:
+        if wanted is not None and len(removed) == wanted:
+            break
+        if mac_reduction is not None and removed_macs >= mac_reduction * blocks.total_macs:
+            break
+        block = candidates[i]
+        if stage_sizes[block.stage] <= min_per_stage:
+            continue
+        stage_sizes[block.stage] -= 1
+        removed.append(block)
+        removed_macs += block.macs
+    return removed
+
+
+def _lowest_run(
+    blocks: NetworkBlocks, candidates: list[BlockInfo], scores: Mapping[str, float], p: int, min_per_stage: int
+) -> list[BlockInfo]:
+    """The ``p`` adjacent candidates of one stage with the lowest summed score, the first such run on ties.
+
+    The caller has checked that some stage allows a run of ``p`` (:func:`max_removable`).
+    """
+    if p == 0:
+        return []
+    best: tuple[float, list[BlockInfo]] | None = None
+    for members, run in _candidate_runs(blocks, candidates):
+        if len(members) - p < min_per_stage:
+            continue
+        for start in range(len(run) - p + 1):
+            window = run[start : start + p]
+            total = math.fsum(scores[block.name] for block in window)  # exact sum: ties are real ties
+            if best is None or total < best[0]:  # strict: an equal sum later in the network loses
+                best = (total, window)
+    assert best is not None
+    return list(best[1])
 
 
 def _candidate_scores(candidates: list[BlockInfo], scores: Mapping[str, float]) -> list[float]:
@@ -161,10 +245,12 @@ def _candidate_scores(candidates: list[BlockInfo], scores: Mapping[str, float]) 
 
 
 def _describe_limit(
-    blocks: NetworkBlocks, candidates: list[BlockInfo], protect: Protect, min_per_stage: int, limit: int
+    blocks: NetworkBlocks, candidates: list[BlockInfo], protect: Protect, min_per_stage: int, limit: int,
+    selection: str = "greedy",
 ) -> str:
     protected = "the first block of each stage" if protect == "first" else f"protected: {protect or 'none'}"
+    what = "adjacent blocks of one stage" if selection == "contiguous" else f"of {len(blocks)} residual blocks"
     return (
-        f"at most {limit} of {len(blocks)} residual blocks can go ({len(candidates)} candidates, {protected} kept, "
+        f"at most {limit} {what} can go ({len(candidates)} candidates, {protected} kept, "
         f"at least {min_per_stage} blocks kept per stage)"
     )

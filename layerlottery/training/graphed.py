@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from layerlottery.config import TrainSettings
-from layerlottery.training.step import EagerStep
+from layerlottery.distributed import DistributedContext
+from layerlottery.training.step import EagerStep, ShardedStep
 
 WARMUP_STEPS = 3
 """Eager steps before the capture, as in PyTorch's recipe (at least one: it creates the momentum buffers)."""
@@ -59,6 +60,8 @@ def graph_fallback_reason(settings: TrainSettings, device: torch.device, optimiz
         return f"they need a CUDA device and this run trains on {device.type}"
     if settings.compile:
         return "train.compile is on and torch.compile runs the step (set train.compile=false to use CUDA graphs)"
+    if not isinstance(optimizer, torch.optim.SGD):
+        return f"train.optimizer={settings.optimizer}: the captured step holds fused SGD only (its fused kernel runs eagerly)"
     if not all(group.get("fused") for group in optimizer.param_groups):
         return "the optimizer is not a fused SGD, whose step reads the learning rate from the device"
     return None
@@ -72,13 +75,20 @@ def build_train_step(
     *,
     amp: bool,
     channels_last: bool,
+    context: DistributedContext | None = None,
 ) -> EagerStep:
     """The training step of a run: a :class:`GraphedStep` where CUDA graphs apply, else an :class:`EagerStep`.
 
     Why graphs do not apply is logged once per process (``layerlottery.training.graphed``): as a warning on
     CUDA, at info level on the CPU, where eager is simply how training runs; not at all when the setting
-    ``train.cuda_graphs`` is off.
+    ``train.cuda_graphs`` is off. A distributed run (``context`` of several ranks, ``net`` the DDP-wrapped
+    model) takes a :class:`~layerlottery.training.step.ShardedStep`, eagerly: DDP's gradient all-reduce
+    runs from backward hooks that a whole-step capture does not cover here.
     """
+    if context is not None and context.distributed:
+        if settings.cuda_graphs and device.type == "cuda":
+            report_fallback("the run is distributed (DistributedDataParallel), whose gradient all-reduce is not captured")
+        return ShardedStep(net, optimizer, device, amp=amp, channels_last=channels_last, context=context)
     reason = graph_fallback_reason(settings, device, optimizer)
     if reason is None:
         return GraphedStep(net, optimizer, device, amp=amp, channels_last=channels_last)

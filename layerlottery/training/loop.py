@@ -17,6 +17,7 @@ which another process stalling a few epochs cannot swing, and marks a run that s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -29,17 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerlottery import distributed
 from layerlottery.config import TrainSettings
 from layerlottery.devices import resolve_device as _resolve_device
 from layerlottery.errors import ConfigError, DataError, LayerLotteryError
 from layerlottery.metrics.timing import RunTiming, run_timing
 from layerlottery.threads import training_threads
 from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
-from layerlottery.training.checkpoint import checkpoint_path, load_checkpoint, model_fingerprint
+from layerlottery.training.ddp import data_parallel, rank_device, read_checkpoint
 from layerlottery.training.graphed import build_train_step
 from layerlottery.training.optim import build_optimizer, build_scheduler, use_fused
 from layerlottery.training.progress import TrainProgress
-from layerlottery.training.step import EagerStep, autocast, layout
+from layerlottery.training.step import EagerStep, ShardedStep, autocast, layout
 
 
 class TrainingDivergedError(LayerLotteryError):
@@ -139,6 +141,7 @@ def evaluate(
     amp: bool = False,
     *,
     channels_last: bool = False,
+    context: distributed.DistributedContext | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy (fraction in [0, 1]) of ``model`` over ``loader.epoch(0)``.
 
@@ -146,14 +149,19 @@ def evaluate(
     mode afterwards. ``amp`` (bfloat16 autocast) and ``channels_last`` apply on CUDA only. On CUDA the
     forward runs under ``torch.inference_mode`` (no autograd bookkeeping at all); on the CPU under
     ``torch.no_grad``, as it always did.
+
+    With ``context`` of a distributed run, every rank must call this together: rank r evaluates batches
+    r, r + world_size, ... and the sums are added over the ranks, so each batch is computed as on one process
+    and every rank returns the same numbers (equal to one process's but for the order of the float64 sum).
     """
     device = torch.device(device)
     with torch.inference_mode() if device.type == "cuda" else torch.no_grad():
-        return _evaluate(model, loader, device, amp, channels_last)
+        return _evaluate(model, loader, device, amp, channels_last, context or distributed.SINGLE)
 
 
 def _evaluate(
-    model: nn.Module, loader: BatchLoader, device: torch.device, amp: bool, channels_last: bool
+    model: nn.Module, loader: BatchLoader, device: torch.device, amp: bool, channels_last: bool,
+    context: distributed.DistributedContext,
 ) -> tuple[float, float]:
     was_training = model.training
     model.eval()
@@ -161,7 +169,9 @@ def _evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     samples = 0
     try:
-        for inputs, labels in loader.epoch(0):
+        for index, (inputs, labels) in enumerate(loader.epoch(0)):
+            if index % context.world_size != context.rank:  # another rank's batch
+                continue
             inputs = layout(inputs, channels_last and device.type == "cuda")
             with autocast(device, amp):
                 logits = model(inputs)
@@ -170,6 +180,10 @@ def _evaluate(
             samples += labels.shape[0]
     finally:
         model.train(was_training)
+    if context.distributed:
+        counted = torch.tensor(samples, dtype=torch.int64, device=device)
+        distributed.all_reduce_([loss_sum, correct, counted], "sum")
+        samples = int(counted.item())
     if samples == 0:
         raise DataError("the evaluation loader yields no batches; check the test split is not empty")
     return loss_sum.item() / samples, correct.item() / samples
@@ -204,12 +218,21 @@ def train(
     epoch ``start_epoch + 1`` uses the rate the full run used in it) and the optimizer's momentum starts
     fresh. Only the remaining epochs are trained and appear in the history.
 
+    Under torchrun (``WORLD_SIZE`` > 1; see :mod:`layerlottery.distributed`) every rank calls this with the
+    same model, loaders and settings: the model trains wrapped in DistributedDataParallel, each rank on its
+    slice of every global batch of ``settings.batch_size`` rows (:class:`~layerlottery.training.step.ShardedStep`),
+    so N ranks equal one process up to float rounding (and, on the CPU, BatchNorm's per-rank statistics).
+    Rank 0 alone reads and writes checkpoints and snapshots; the state it resumes from is sent to every rank.
+    On CUDA each rank trains on ``cuda:LOCAL_RANK`` (``train.device`` must be ``cuda`` or ``auto``).
+
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
         CheckpointError: ``last.pt`` is unreadable, or of another model, settings or seed.
     """
     settings.validate()
     device = resolve_device(settings.device)
+    context = distributed.init_distributed(device.type)
+    device = rank_device(device, settings.device, context)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise DataError("the training loader yields no batches; check the training split is not empty")
@@ -225,19 +248,20 @@ def train(
     state = TrainState(
         model, optimizer, build_scheduler(optimizer, settings), settings, device, seed=seed, start_epoch=start_epoch
     )
-    hooks = _hooks(settings, checkpoint_dir, callbacks)
+    hooks = _hooks(settings, checkpoint_dir, callbacks, writes_files=context.is_main)
 
     # Fork torch's generators so the caller's stream is untouched, then seed them (or restore them from
     # the checkpoint): the run is a function of its seed and resumes onto the same random stream.
     # CPU threads as LAYERLOTTERY_THREADS asks (the caller's count is restored after): see layerlottery.threads.
-    with torch.random.fork_rng(devices=[device] if on_cuda else []), training_threads():
+    # Every rank of a distributed run seeds alike (and restores rank 0's checkpoint), so they stay in step.
+    with torch.random.fork_rng(devices=[device] if on_cuda else []), training_threads(), contextlib.ExitStack() as scope:
         torch.default_generator.manual_seed(seed)
         if on_cuda:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        if checkpoint_dir is not None and checkpoint_path(checkpoint_dir).exists():
-            path = checkpoint_path(checkpoint_dir)
-            state.restore(load_checkpoint(path, device, fingerprint=model_fingerprint(model)), path)
+        checkpoint, path = read_checkpoint(checkpoint_dir, model, device, context) if checkpoint_dir is not None else (None, None)
+        if checkpoint is not None:
+            state.restore(checkpoint, path)
             state.resumed_from = state.epoch
         elif start_epoch:
             _start_after(state, start_epoch)
@@ -245,9 +269,14 @@ def train(
             return TrainResult.from_state(state)
         use_fused(optimizer, on_cuda)  # a restored checkpoint brings the flag of the device that wrote it
 
-        net = torch.compile(model) if settings.compile else model
+        # Several ranks: DistributedDataParallel (after the restore, so that DDP spreads the restored weights).
+        wrapped = scope.enter_context(data_parallel(model, device, context))
+        net = torch.compile(wrapped) if settings.compile else wrapped
+        # Evaluation needs no gradient all-reduce: ranks evaluate their batches with the plain model.
+        eval_net = model if context.distributed else net
         # After the restore: a captured graph holds the parameters, buffers and optimizer state it was made with.
-        stepper = build_train_step(net, optimizer, settings, device, amp=amp, channels_last=channels_last)
+        sharding = {"context": context} if context.distributed else {}  # a distributed run's step: ShardedStep
+        stepper = build_train_step(net, optimizer, settings, device, amp=amp, channels_last=channels_last, **sharding)
         seen_shapes: set[tuple[int, ...]] | None = set() if settings.compile else None
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -259,11 +288,16 @@ def train(
                     hook.on_epoch_start(state)
                 bar.start_epoch(state.epoch + 1)
                 row = _train_epoch(stepper, state, train_loader, seen_shapes, bar)
+                # Per-rank BatchNorm (the CPU) leaves each rank its own running statistics: take rank 0's, so
+                # that every rank evaluates, and ends with, the weights rank 0 checkpoints.
+                distributed.broadcast_tensors_(list(model.buffers()))
                 for hook in hooks:
                     hook.on_epoch_trained(state, row)
                 due = row["epoch"] % settings.eval_every == 0 or row["epoch"] == settings.epochs
                 if eval_loader is not None and due:
-                    row["test_loss"], row["test_acc"] = evaluate(net, eval_loader, device, amp, channels_last=channels_last)
+                    row["test_loss"], row["test_acc"] = evaluate(
+                        eval_net, eval_loader, device, amp, channels_last=channels_last, context=context
+                    )
                 bar.show(row["train_loss"], row["train_acc"], row["images_per_second"], row["test_acc"])
                 state.scheduler.step()  # the schedule is per epoch
                 state.epoch += 1
@@ -277,15 +311,21 @@ def train(
 
 
 def _hooks(
-    settings: TrainSettings, checkpoint_dir: str | os.PathLike[str] | None, callbacks: Sequence[Callback]
+    settings: TrainSettings,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    callbacks: Sequence[Callback],
+    *,
+    writes_files: bool = True,
 ) -> list[Callback]:
     """Snapshots first, the user's callbacks, and the checkpoint last: once ``last.pt`` says an epoch is
-    done, everything that epoch should have left on disk is there (a resume never re-runs it)."""
+    done, everything that epoch should have left on disk is there (a resume never re-runs it).
+
+    Without ``writes_files`` (ranks other than 0 of a distributed run) there are no snapshots or checkpoints."""
     hooks: list[Callback] = []
-    if checkpoint_dir is not None and settings.snapshot_epochs:
+    if writes_files and checkpoint_dir is not None and settings.snapshot_epochs:
         hooks.append(SnapshotSaver(checkpoint_dir, settings.snapshot_epochs))
     hooks.extend(callbacks)
-    if checkpoint_dir is not None:
+    if writes_files and checkpoint_dir is not None:
         hooks.append(Checkpointer(Path(checkpoint_dir)))
     return hooks
 
@@ -350,10 +390,12 @@ def _train_epoch(
         bar.advance()
         if bar.due():
             elapsed = train_seconds + time.perf_counter() - start
-            bar.show(totals.loss_sum.item() / samples, totals.correct.item() / samples, _rate(timed_samples, elapsed))
+            # A rank's running totals cover its own slices until the epoch's sum over ranks below.
+            seen = max(1, stepper.local_samples) if isinstance(stepper, ShardedStep) else samples
+            bar.show(totals.loss_sum.item() / seen, totals.correct.item() / seen, _rate(timed_samples, elapsed))
     _synchronize(device)
     train_seconds += time.perf_counter() - start
-
+    totals.reduce_across_ranks()  # a distributed run's loss and accuracy over the global batches
     if samples == 0:
         raise DataError(f"the training loader yielded no batches in epoch {epoch}; check the training split")
     bad_step = int(totals.first_bad_step.item())

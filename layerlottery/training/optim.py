@@ -10,10 +10,11 @@ from layerlottery.config import TrainSettings
 from layerlottery.errors import ConfigError
 
 
-def build_optimizer(model: nn.Module, settings: TrainSettings, *, fused: bool = False) -> torch.optim.SGD:
-    """SGD with ``settings``' learning rate, momentum, Nesterov flag and weight decay.
+def build_optimizer(model: nn.Module, settings: TrainSettings, *, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD with ``settings``' learning rate, momentum, Nesterov flag and weight decay, or with
+    ``train.optimizer=adamw`` AdamW with its learning rate and (decoupled) weight decay and torch's default betas.
 
-    ``fused``: torch's fused SGD, one kernel for all parameters (what training on CUDA uses: see
+    ``fused``: torch's fused implementation, one kernel for all parameters (what training on CUDA uses: see
     :func:`use_fused`); otherwise torch's default implementation for the device.
 
     Weight decay applies to every parameter, BatchNorm scales and biases included: the authors'
@@ -23,6 +24,8 @@ def build_optimizer(model: nn.Module, settings: TrainSettings, *, fused: bool = 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters (all have requires_grad=False); nothing to train")
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True if fused else None)
     return torch.optim.SGD(
         params,
         lr=settings.lr,
@@ -36,7 +39,7 @@ def build_optimizer(model: nn.Module, settings: TrainSettings, *, fused: bool = 
 def use_fused(optimizer: torch.optim.Optimizer, fused: bool) -> None:
     """Make every parameter group fused (or torch's default implementation again), in place.
 
-    Training on CUDA always uses fused SGD: its step is one kernel instead of a Python loop of launches, it
+    Training on CUDA always uses the fused optimizer. For SGD: its step is one kernel instead of a Python loop of launches, it
     is the only SGD a CUDA graph can capture with a device learning rate, and using it with and without
     graphs makes ``train.cuda_graphs`` change launch overhead only. Fused and foreach SGD compute the same
     update and differ in float32 rounding, like two GPUs; runs keep their names (the device is not hashed).
@@ -46,7 +49,7 @@ def use_fused(optimizer: torch.optim.Optimizer, fused: bool) -> None:
     for group in optimizer.param_groups:
         group["fused"] = True if fused else None
         if fused:
-            group["foreach"] = None  # torch's SGD takes foreach over fused when both are set
+            group["foreach"] = None  # torch's SGD and AdamW take foreach over fused when both are set
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> LRScheduler:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerlottery import distributed
+
 
 @dataclass(eq=False)
 class StepTotals:
@@ -46,9 +48,30 @@ class StepTotals:
         """Add one step: ``loss`` is the batch's mean loss, ``step`` its 1-based number (an int or a 0-d tensor)."""
         loss, logits = loss.detach(), logits.detach()
         self.loss_sum += loss.double() * labels.shape[0]
+        self._count(loss, logits, labels, step)
+
+    def add_summed(self, loss_sum: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, step: int | torch.Tensor) -> None:
+        """Add one step whose loss is given as the sum over its rows (a rank's shard of a batch, maybe empty)."""
+        loss_sum = loss_sum.detach()
+        self.loss_sum += loss_sum.double()
+        self._count(loss_sum, logits.detach(), labels, step)
+
+    def _count(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, step: int | torch.Tensor) -> None:
         self.correct += (logits.argmax(1) == labels).sum()
         first_bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
         self.first_bad_step.copy_(torch.where(first_bad, step, self.first_bad_step))
+
+    def reduce_across_ranks(self) -> None:
+        """Sum the loss and correct count over the ranks of a distributed run and keep the earliest bad step
+        (in place; a no-op for a single process)."""
+        if not distributed.current().distributed:
+            return
+        distributed.all_reduce_([self.loss_sum, self.correct], "sum")
+        # -1 means "none": make it larger than any step so that MIN finds the earliest real one.
+        none = torch.iinfo(torch.int64).max
+        bad = torch.where(self.first_bad_step < 0, none, self.first_bad_step)
+        distributed.all_reduce_([bad], "min")
+        self.first_bad_step.copy_(torch.where(bad == none, -1, bad))
 
 
 class EagerStep:
@@ -92,6 +115,43 @@ class EagerStep:
         loss.backward()
         self.optimizer.step()
         self.totals.add(loss, logits, labels, step)
+
+
+class ShardedStep(EagerStep):
+    """The eager step of one rank of a DistributedDataParallel run: its slice of every global batch.
+
+    Every rank gets the same global batch (the loaders' order is a pure function of seed and epoch) and trains
+    on its contiguous slice (:func:`layerlottery.distributed.shard_batch`). The loss is the sum over the slice
+    divided by the global batch's label count, times the world size: DDP averages gradients over ranks, so the
+    update is the mean over the global batch, as on one process, even for a last batch that does not split
+    evenly (or leaves a rank empty). The totals add the slice's summed loss and are summed over ranks once an
+    epoch (:meth:`StepTotals.reduce_across_ranks`). ``net`` is the DDP-wrapped model.
+    """
+
+    def __init__(
+        self, net: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, *, amp: bool, channels_last: bool,
+        context: distributed.DistributedContext,
+    ) -> None:
+        super().__init__(net, optimizer, device, amp=amp, channels_last=channels_last)
+        self.context = context
+        self.local_samples = 0
+        """Rows this rank trained on this epoch (the progress bar's running numbers are this rank's)."""
+
+    def start_epoch(self) -> None:
+        super().start_epoch()
+        self.local_samples = 0
+
+    def run(self, inputs: torch.Tensor, labels: torch.Tensor, step: int | torch.Tensor) -> None:
+        rows = labels.shape[0]  # what EagerStep's mean loss divides by (tokens, for a language model)
+        inputs, labels = distributed.shard_batch(inputs, labels, self.context)
+        with autocast(self.device, self.amp, cache_enabled=self.autocast_cache):
+            logits = self.net(layout(inputs, self.channels_last))
+            loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum * (self.context.world_size / rows)).backward()
+        self.optimizer.step()
+        self.totals.add_summed(loss_sum, logits, labels, step)
+        self.local_samples += labels.shape[0]
 
 
 def autocast(device: torch.device, amp: bool, *, cache_enabled: bool | None = None) -> torch.autocast:

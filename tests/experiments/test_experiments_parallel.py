@@ -215,9 +215,22 @@ def test_a_run_held_by_another_process_is_waited_for_not_trained(tmp_path, monke
     claim = locks.acquire(RunDir(tmp_path, held).path)  # another invocation (here: this process) trains it
     executor = ScriptedExecutor(tmp_path, failing=set())
     lines: list[str] = []
-    finisher = threading.Timer(0.3, lambda: (RunDir(tmp_path, held).result_file.write_text("{}"), claim.release()))
+    waiting = threading.Event()
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "waiting" in line:
+            waiting.set()
+
+    def finish_elsewhere() -> None:
+        # Only once the scheduler has said it waits: a fixed delay loses the race on a loaded machine.
+        waiting.wait(timeout=60)
+        RunDir(tmp_path, held).result_file.write_text("{}")
+        claim.release()
+
+    finisher = threading.Thread(target=finish_elsewhere)
     finisher.start()
-    scheduled = schedule(settings, plan_runs(settings), executor, lines.append)
+    scheduled = schedule(settings, plan_runs(settings), executor, log)
     finisher.join()
     assert sorted(executor.submitted) == sorted(spec.name for spec in others) and scheduled.trained == 2
     assert any("waiting" in line and held.name in line for line in lines)

@@ -44,8 +44,9 @@ def test_tiny_experiment_fills_every_column_and_reruns_as_a_no_op(tmp_path):
     for row in rows:
         assert row.seeds == 2
         for field, value in dataclasses.asdict(row).items():
-            # The rewind point is a column of tickets after training only (None at initialization).
-            assert value is not None or field in ("rewind_epoch", "rewind_fraction"), field
+            # The rewind point is a column of tickets after training only (None at initialization), perplexity
+            # one of language models only.
+            assert value is not None or field in ("rewind_epoch", "rewind_fraction", "perplexity_mean"), field
         assert (row.rewind_epoch, row.control, row.rounds) == (None, False, 1)
         assert row.speedup_mean > 0 and row.co2_reduction_mean < 1 and row.energy_measured is False
         assert row.param_reduction > 0

@@ -153,3 +153,16 @@ def test_unusable_per_epoch_lists_fall_back_to_the_totals(bad):
     ticket.update(epoch_train_seconds=[0.0, 0.0])  # no epoch timed a step (every one compiled)
     _, (row,) = summarize([_timed("dense", DENSE_EPOCHS, 2.0), ticket])
     assert row.speedup_mean == pytest.approx(sum(DENSE_EPOCHS) / sum(TICKET_EPOCHS))
+
+
+def test_language_model_runs_show_perplexity_beside_next_token_accuracy():
+    ppl = {("dense", 0): 11.0, ("dense", 1): 13.0, ("ticket", 0): 12.0, ("ticket", 1): 15.0}
+    results = [dict(r, perplexity=ppl[(r["kind"], r["seed"])]) for r in RESULTS[:4]]
+    dense, rows = summarize(results)
+    assert dense.perplexity_mean == pytest.approx(12.0) and rows[0].perplexity_mean == pytest.approx(13.5)
+    text = to_markdown(dense, rows)
+    header = text.splitlines()[0]
+    assert "| acc % | perplexity | MACs -% |" in header
+    assert "| 91.50 | 13.50 |" in text and "next-token test accuracy (perplexity 12.00)" in text
+    # Image runs keep the table as it was: no perplexity column.
+    assert "perplexity" not in to_markdown(*summarize(RESULTS))

@@ -108,11 +108,13 @@ def test_test_resnet_learns_digits_well_above_chance():
     assert result.peak_memory_kind == "cpu_max_rss" and result.peak_memory_bytes > 10_000_000
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize("make_model", [tiny_resnet, dropout_mlp], ids=["test_resnet", "dropout_mlp"])
 @pytest.mark.parametrize("hook", ["on_epoch_start", "on_epoch_end"])
-def test_resume_after_a_kill_equals_uninterrupted_training(tmp_path, make_model, hook):
+def test_resume_after_a_kill_equals_uninterrupted_training(tmp_path, make_model, hook, optimizer):
     train_loader, test_loader = digits_loaders(train_samples=320)
-    run = settings(epochs=3, schedule="multistep", milestones=(0.5,))
+    lr = 0.1 if optimizer == "sgd" else 0.003
+    run = settings(epochs=3, schedule="multistep", milestones=(0.5,), optimizer=optimizer, lr=lr)
     kwargs = dict(eval_loader=test_loader, progress=False, seed=3)
 
     uninterrupted_model = make_model(0)

@@ -33,6 +33,27 @@ def test_optimizer_is_sgd_with_nesterov_momentum_and_decay_on_every_parameter():
     assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
 
 
+def test_adamw_takes_the_rate_and_decoupled_decay_and_keeps_cuda_graphs_out():
+    from layerlottery.training.graphed import graph_fallback_reason
+
+    model = tiny_resnet()
+    run = settings(optimizer="adamw", lr=0.003, weight_decay=0.01)
+    optimizer = build_optimizer(model, run)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    (group,) = optimizer.param_groups
+    assert (group["lr"], group["weight_decay"], group["betas"]) == (0.003, 0.01, (0.9, 0.999))
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}
+    reason = graph_fallback_reason(settings(optimizer="adamw", device="cpu"), torch.device("cuda"), optimizer)
+    assert reason is not None and "adamw" in reason
+
+
+def test_an_unknown_optimizer_is_refused_in_one_line():
+    from layerlottery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.optimizer must be one of sgd, adamw, not 'adam'"):
+        settings(optimizer="adam").validate()
+
+
 def test_multistep_multiplies_by_gamma_at_each_milestone_fraction():
     rates = lr_sequence(settings(epochs=8, lr=0.1, schedule="multistep", milestones=(0.5, 0.75), gamma=0.1))
     assert rates == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2, rel=1e-12)
