@@ -101,6 +101,8 @@ def check_feasible(settings: ExperimentSettings) -> None:
     disk that lacks a snapshot a rewind point needs."""
     lottery = settings.lottery
     model = create_model(settings.model.name, **settings.model.structure_options())
+    for criterion in lottery.criteria:  # e.g. hrank and pls need images and classes, not a language model
+        get_criterion(criterion).check_model(model)
     # Removability is structural, so the model's default input size tells it for any input size.
     blocks = find_blocks(model)
     limit = max_removable(blocks, parse_protect(lottery.protect), lottery.min_per_stage, lottery.selection)

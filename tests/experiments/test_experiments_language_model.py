@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from layerlottery.cli import app
 from layerlottery.config import load_settings
-from layerlottery.errors import DataError, PruningError
+from layerlottery.errors import ConfigError, DataError, PruningError
 from layerlottery.experiments.hf_export import save_run_hf
 from layerlottery.experiments.runs import RunDir
 from layerlottery.experiments.similarity import trained_run_network
@@ -106,4 +106,9 @@ def test_mistakes_stop_before_training(tmp_path, trained_lm):
         preflight(settings(tmp_path, trained_lm, tmp_path / "short.txt"))
     with pytest.raises(PruningError, match="allows at most 2"):  # 4 layers, the first protected, 2 kept per stage
         preflight(settings(tmp_path, trained_lm, text, "pruning.p=[3]"))
+    for section in ("pruning", "lottery"):  # criteria that need images or classes, at init and after training
+        with pytest.raises(ConfigError, match="synflow" if section == "pruning" else "hrank"):
+            criterion = "synflow" if section == "pruning" else "hrank"
+            extra = ["lottery.rewind_epochs=[0]"] if section == "lottery" else []
+            preflight(settings(tmp_path, trained_lm, text, f"{section}.criteria=[{criterion}]", f"{section}.p=[1]", *extra))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
