@@ -106,3 +106,18 @@ def test_parallel_runs_are_refused_under_torchrun(monkeypatch: pytest.MonkeyPatc
 def test_python_dash_m_layerlottery_is_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "layerlottery", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "run" in done.stdout and "Usage" in done.stdout
+
+
+@pytest.mark.slow  # about 20 s: two fresh Python processes import torch and layerlottery
+def test_the_ordinary_torchrun_launch_trains_every_run_on_two_processes(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m layerlottery run ...`` itself, as a user types it (two CPU processes)."""
+    import os
+
+    env = {**os.environ, "LAYERLOTTERY_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "layerlottery", *ARGS, "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(path.read_text()) for path in sorted((tmp_path / "runs").glob("*/result.json"))]
+    assert sorted(r["kind"] for r in results) == ["dense", "ticket"] and {r["world_size"] for r in results} == {2}
+    assert done.stdout.count("quickstart: tickets at initialization") == 1  # the table, printed by rank 0 alone
