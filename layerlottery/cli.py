@@ -134,9 +134,9 @@ def models(
 def blocks(
     model: str = ModelArg,
     shortcut: Optional[str] = ShortcutOpt,
-    in_channels: int = typer.Option(3, "--in-channels", help="Input channels."),
-    image_size: int = typer.Option(32, "--image-size", help="Input height and width."),
-    num_classes: int = typer.Option(10, "--num-classes", help="Output classes."),
+    in_channels: Optional[int] = typer.Option(None, "--in-channels", help="Input channels (default: the model's own; 3 for the CIFAR ResNets)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input height and width (default: the model's own: 32 for the CIFAR ResNets, 224 for torchvision)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Output classes (default: the model's own; a language model's vocabulary)."),
     model_option: Optional[list[str]] = ModelOptionOpt,
     as_json: bool = JsonOpt,
 ) -> None:

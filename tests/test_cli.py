@@ -36,6 +36,15 @@ def test_blocks_reports_the_papers_counts():
     assert "layer3.4" in table and "69,124,736 MACs" in table
 
 
+def test_blocks_of_a_language_model_use_its_own_sequence_length_and_vocabulary():
+    result = invoke("blocks", "hf:layerlottery/tiny-gpt2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    model = ll.create_model("hf:layerlottery/tiny-gpt2")  # the shipped config, no image options
+    assert report["total_macs"] == ll.count_macs(model) and report["total_params"] == ll.count_params(model)
+    assert len(report["blocks"]) == 6 and report["max_removable"] == 4
+
+
 def test_score_ranks_blocks_lowest_first():
     result = invoke("score", "test_resnet", "-c", "snip", "--data", "synthetic", "--data-option", "image_size=8", "--json")
     assert result.exit_code == 0, result.output
