@@ -39,19 +39,20 @@ err = Console(stderr=True)
 
 # ------------------------------------------------------------------------------------------- options
 
-ModelArg = typer.Argument(..., help="A registered model or another library's network, see `layerlottery models` (e.g. cifar_resnet32, torchvision:resnet18, timm:resnet18).")
+ModelArg = typer.Argument(..., help="A registered model or another library's network, see `layerlottery models` (e.g. cifar_resnet32, torchvision:resnet18, timm:resnet18, hf:gpt2 or hf:layerlottery/tiny-gpt2 for a language model).")
 # Flags take no value: metavar="" stops typer's rich help from showing them as `--json <bool>`.
 JsonOpt = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON instead of a table.")
 ShortcutOpt = typer.Option(None, "--shortcut", help="CIFAR ResNet shortcut: B (1x1 projection, the paper's; the default) or A (zero-padded identity).")
 ZeroInitOpt = typer.Option(False, "--zero-init-residual", metavar="", help="Zero-initialize the last BN of each residual branch.")
-DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use). Default: cifar10, or none for data-free criteria.")
+DataOpt = typer.Option(None, "--data", help="Scoring data, which also sets the model's input channels, size and classes: synthetic, digits, mnist, cifar10 or cifar100 (downloaded on first use); text for a language model (hf:ID_OR_PATH), with --data-path FILE (its tokens set the vocabulary and sequence length). Default: cifar10, or none for data-free criteria.")
+ScoringDataDirOpt = typer.Option(None, "--data-dir", "--data-path", help="Where the data is (data.data_dir in settings). For --data text: a UTF-8 text file (its last 10% is the test split) or a folder with train.txt and test.txt (or valid.txt). For an image dataset: the folder holding its files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder holding the dataset files (default: $LAYERLOTTERY_DATA or ~/.cache/layerlottery).")
 ModelOptionOpt = typer.Option(None, "--model-option", help="Option of the model's factory KEY=VALUE, repeatable (e.g. depth=4 and patch_size=4 for timm:vit_tiny_patch16_224, weights=DEFAULT for torchvision:NAME); as model.options in settings.")
-DataOptionOpt = typer.Option(None, "--data-option", help="Dataset option KEY=VALUE, repeatable (e.g. train_fraction=0.8 to split MNIST's test set, num_samples=512 for synthetic).")
+DataOptionOpt = typer.Option(None, "--data-option", help="Dataset option KEY=VALUE, repeatable, as data.options in settings (e.g. train_fraction=0.8 to split MNIST's test set, num_samples=512 for synthetic; for text seq_len=128, tokenizer=bytes or a Hugging Face tokenizer such as gpt2, test_fraction=0.1).")
 SplitOpt = typer.Option("train", "--split", help="Dataset split to draw scoring samples from: train or test.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the initialization (theta_0), of the scoring samples and of the random criterion.")
 CriterionOpt = typer.Option("grasp", "--criterion", "-c", help="Scoring criterion, see `layerlottery score --help` (grasp is the paper's default).")
-SamplesOpt = typer.Option(10, "--samples-per-class", help="Class-balanced scoring samples per class (GraSP reference: 10).")
+SamplesOpt = typer.Option(10, "--samples-per-class", help="Class-balanced scoring samples per class (GraSP reference: 10); for text, the number of seq_len-token windows drawn from the split.")
 OptionOpt = typer.Option(None, "--option", "-o", help="Criterion option KEY=VALUE, repeatable (e.g. -o aggregation=mean -o temperature=100).")
 DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto (cuda when available).")
 CheckpointOpt = typer.Option(None, "--checkpoint", help="Score trained weights instead of theta_0: a finished run directory (runs/dense-...), its checkpoints/last.pt, a rewind snapshot, or a state dict file. Pass the --data and --shortcut it was trained with.")
@@ -211,8 +212,8 @@ def _find_ticket(
 ) -> Any:
     """Shared by score and prune: check every flag, load the data if needed, then find the ticket."""
     from layerlottery.criteria import get_criterion
-    from layerlottery.data import get_dataset
     from layerlottery.experiments import ticket_at_init
+    from layerlottery.experiments.scoring_input import load_scoring_data
 
     from layerlottery.config import check_seed
 
@@ -223,11 +224,9 @@ def _find_ticket(
     from layerlottery.devices import resolve_device
 
     resolved_device = resolve_device(device, "--device")
-    dataset = None
-    if data is not None or spec.needs_data:
-        name = data or "cifar10"
-        with err.status(f"Loading {name} ({split})..."):
-            dataset = get_dataset(name, split=split, data_dir=data_dir, seed=seed, **_parse_options(data_option))
+    data_options = _parse_options(data_option)
+    with err.status(f"Loading {data or 'the scoring data'} ({split})..."):
+        dataset = load_scoring_data(model, criterion, data, data_dir=data_dir, options=data_options, split=split, seed=seed)
     with err.status(f"Scoring the blocks of {model} with {criterion}..."):
         return ticket_at_init(
             model,
@@ -251,7 +250,7 @@ def score(
     criterion: str = CriterionOpt,
     option: Optional[list[str]] = OptionOpt,
     data: Optional[str] = DataOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    data_dir: Optional[Path] = ScoringDataDirOpt,
     data_option: Optional[list[str]] = DataOptionOpt,
     split: str = SplitOpt,
     samples_per_class: int = SamplesOpt,
@@ -270,11 +269,17 @@ def score(
     (train | eval), temperature and variant (grasp), norm (magnitude), iterative (synflow), seed (random),
     activation (output | branch), batch_size, rtol (hrank), components and fit (pls).
 
+    Language models (hf:ID_OR_PATH) score on text: --data text --data-path FILE (a UTF-8 file or a folder
+    with train.txt and test.txt), windows of --data-option seq_len=N tokens (UTF-8 bytes unless
+    --data-option tokenizer=NAME); snip, grasp and gradnorm use the next-token loss, block_influence and
+    angular_distance (ShortGPT) the hidden states; synflow, hrank and pls need images.
+
     Examples:
       layerlottery score cifar_resnet32 --data synthetic -c snip
       layerlottery score cifar_resnet56 --data cifar10 -c grasp -o variant=abs
       layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
       layerlottery score cifar_resnet20 --data mnist -c kl --checkpoint runs/dense-3fa2c1d09b7e
+      layerlottery score hf:layerlottery/tiny-gpt2 --data text --data-path notes.txt -c block_influence
     """
     ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, model_option=model_option, p=0, checkpoint=checkpoint))
     scores, network = ticket.scores, ticket.blocks
@@ -305,7 +310,7 @@ def prune(
     min_per_stage: int = typer.Option(2, "--min-per-stage", help="Blocks every stage keeps at least."),
     selection: str = typer.Option("greedy", "--selection", help="greedy (the p lowest scores, the paper's) or contiguous (the lowest-scoring run of p adjacent blocks of one stage)."),
     data: Optional[str] = DataOpt,
-    data_dir: Optional[Path] = DataDirOpt,
+    data_dir: Optional[Path] = ScoringDataDirOpt,
     data_option: Optional[list[str]] = DataOptionOpt,
     split: str = SplitOpt,
     samples_per_class: int = SamplesOpt,
@@ -324,13 +329,15 @@ def prune(
     keeps the trained weights that were scored instead (no rewinding: see `layerlottery run` presets with
     a lottery section for Algorithm 1). It is saved as
     plan.json (replays on a fresh model), pruned.pt (load with layerlottery.load_pruned) and pruned.pt2
-    (torch.export.load(...).module(), no layerlottery needed).
+    (torch.export.load(...).module(), no layerlottery needed). A language model (hf:ID_OR_PATH) scores
+    on --data text --data-path FILE, as in `layerlottery score`.
 
     Examples:
       layerlottery prune cifar_resnet32 --shortcut B --data synthetic -c grasp -p 3 --out ticket
       layerlottery prune cifar_resnet56 --shortcut B --data cifar10 -c snip --mac-reduction 0.3 --out t56
       layerlottery prune cifar_resnet20 -c synflow -p 2 --protect none --min-per-stage 1 --out t20 --json
       layerlottery prune torchvision:resnet50 --data synthetic -c snip -p 3 --selection contiguous --out r50
+      layerlottery prune hf:layerlottery/tiny-gpt2 --data text --data-path notes.txt -c block_influence -p 2 --out lm-ticket
     """
     from layerlottery.surgery.select import parse_protect
     from layerlottery.surgery.ticket_folder import TICKET_FILES, check_ticket_destination, save_ticket_folder

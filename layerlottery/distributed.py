@@ -11,7 +11,8 @@ The helpers:
 - :func:`main_only` runs a function on rank 0 alone (scoring, reading a checkpoint, writing files) and hands its
   result, or its exception, to every rank, so a mistake found on rank 0 stops every rank with the same line
   instead of leaving the others waiting;
-- :func:`broadcast_object`, :func:`barrier`, :func:`all_reduce_`, :func:`shard_batch`;
+- :func:`broadcast_object`, :func:`barrier`, :func:`all_reduce_`, :func:`sum_counts`, :func:`shard_rows`,
+  :func:`shard_batch`;
 - :func:`all_equal` compares a digest of a value across ranks and names the ranks that disagree
   (:class:`DistributedMismatchError`): a removal plan, a model architecture.
 
@@ -237,11 +238,18 @@ def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
         dist.broadcast(tensor, src=src)
 
 
+def shard_rows(rows: int, rank: int, world_size: int) -> range:
+    """The rows of a global batch of ``rows`` that rank ``rank`` of ``world_size`` takes: one contiguous run, cut
+    as ``tensor_split`` cuts (the first ``rows % world_size`` ranks get one row more; a rank may get none)."""
+    share, extra = divmod(rows, world_size)
+    start = rank * share + min(rank, extra)
+    return range(start, start + share + (rank < extra))
+
+
 def shard_batch(
     inputs: torch.Tensor, labels: torch.Tensor, ctx: DistributedContext | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's contiguous slice of a global batch, cut as ``tensor_split`` cuts the input rows (the first
-    ``rows % world_size`` ranks get one row more; a rank may get none).
+    """This rank's contiguous slice of a global batch, its input rows cut by :func:`shard_rows`.
 
     ``labels`` may hold several entries per input row (a language model's next tokens, flattened to B x T):
     they are cut at the same rows.
@@ -253,7 +261,15 @@ def shard_batch(
     per_row, rest = divmod(labels.shape[0], rows)
     if rest:
         raise ValueError(f"a batch of {rows} inputs with {labels.shape[0]} labels cannot be split by rows")
-    share, extra = divmod(rows, ctx.world_size)
-    start = ctx.rank * share + min(ctx.rank, extra)
-    stop = start + share + (ctx.rank < extra)
-    return inputs[start:stop], labels[start * per_row : stop * per_row]
+    mine = shard_rows(rows, ctx.rank, ctx.world_size)
+    return inputs[mine.start : mine.stop], labels[mine.start * per_row : mine.stop * per_row]
+
+
+def sum_counts(*counts: int, device: torch.device | str = "cpu", ctx: DistributedContext | None = None) -> tuple[int, ...]:
+    """Integers summed over the ranks of ``ctx`` (default: this process's run) in one all-reduce on ``device``;
+    the same integers for a single process."""
+    if not (ctx or current()).distributed:
+        return counts
+    summed = torch.tensor(counts, dtype=torch.int64, device=device)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    return tuple(int(c) for c in summed.tolist())

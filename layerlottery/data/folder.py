@@ -15,6 +15,9 @@ Two choices differ from the textbook pipeline, on purpose:
   ``(seed, epoch)``. An epoch is then a pure function of ``(seed, epoch)``, whatever the number of
   workers, persistent workers keep no RNG state across epochs, and with ``workers=0`` the caller's
   global RNG is left as it was.
+* Under torchrun each rank decodes only its contiguous slice of every global batch
+  (:meth:`FolderLoader.epoch_shard`), not a DistributedSampler's subset: the ranks' slices put together
+  are the one-process batches, so N ranks train on what one process would.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from layerlottery.distributed import shard_rows
 
 from layerlottery.data.loader import (
     Batch,
@@ -98,17 +103,17 @@ class FolderLoader:
                 f"so drop_last=True would yield no batch; lower batch_size or set drop_last=False"
             )
         self._mean, self._std = channel_tensors(tuple(mean), tuple(std), self.device)
-        self._sampler = _EpochSampler(len(self._folder), shuffle=self.train, seed=self.seed)
+        self._rank_rows = _RankBatches(
+            len(self._folder), self.batch_size, shuffle=self.train, seed=self.seed, drop_last=self.drop_last
+        )
         self._loader = DataLoader(
             _SeededImages(self._folder, _transform(self.train, self.image_size), seeded=self.train),
-            batch_size=self.batch_size,
-            sampler=self._sampler,
+            batch_sampler=self._rank_rows,
             num_workers=self.workers,
             # Pinned host batches let the copy to the GPU run asynchronously (non_blocking below).
             pin_memory=self.device.type == "cuda",
             # Worker start-up (imports, pickling the file list) would otherwise be paid every epoch.
             persistent_workers=self.workers > 0,
-            drop_last=self.drop_last,
             # Each epoch's iterator draws a worker base seed; from torch's global RNG unless given this.
             generator=torch.Generator().manual_seed(epoch_seed(self.seed, 0, "workers")),
         )
@@ -140,34 +145,72 @@ class FolderLoader:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Return the batches of epoch ``epoch`` (>= 0); the same ``(seed, epoch)`` gives the same batches."""
+        return self.epoch_shard(epoch, 0, 1)
+
+    def epoch_shard(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
+        """Rank ``rank``'s rows of every batch of :meth:`epoch` (a distributed run), decoding only those images.
+
+        Rows are cut by :func:`layerlottery.distributed.shard_rows`; a rank gets as many batches as
+        :meth:`epoch` yields, some maybe empty, and the ranks' rows put together are :meth:`epoch`'s batches
+        bitwise (every image's crop and flip are drawn from its place in the epoch, not from the rank).
+        """
         epoch = check_int("epoch", epoch, minimum=0)
-        return self._batches(epoch)
+        world_size = check_int("world_size", world_size, minimum=1)
+        rank = check_int("rank", rank, minimum=0)
+        if rank >= world_size:
+            raise ConfigError(f"rank must lie in 0..{world_size - 1} for world_size {world_size}, got {rank}")
+        return self._batches(epoch, rank, world_size)
 
-    def _batches(self, epoch: int) -> Iterator[Batch]:
-        # Set right before iter(): the DataLoader asks the sampler for its order when an epoch starts.
-        self._sampler.set_epoch(epoch)
-        for x, y in self._loader:
-            x = x.to(self.device, non_blocking=True)
-            yield normalize(x, self._mean, self._std, self.channels_last), y.to(self.device, non_blocking=True)
+    def _batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]:
+        # Set right before iter(): the DataLoader asks the batch sampler for its batches when an epoch starts.
+        self._rank_rows.set_epoch(epoch, rank, world_size)
+        slice_sizes = self._rank_rows.slice_sizes()
+        decoded = iter(self._loader)
+        for size in slice_sizes:
+            if size == 0:  # the sampler skips empty slices (collation needs a sample); stand in for them here
+                x = torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8, device=self.device)
+                y = torch.empty((0,), dtype=torch.int64, device=self.device)
+            else:
+                x, y = next(decoded)
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield normalize(x, self._mean, self._std, self.channels_last), y
 
 
-class _EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` pairs: the epoch's order and one augmentation seed per position."""
+class _RankBatches(Sampler[list[tuple[int, int]]]):
+    """An epoch's batches of ``(index, sample_seed)`` pairs, each cut to one rank's rows (all rows for rank 0
+    of 1; slices left empty are not yielded, since a DataLoader cannot collate them).
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    The order and one augmentation seed per position are drawn from ``(seed, epoch)`` alone, so an image's
+    crop and flip depend on its place in the epoch, never on the rank or the number of ranks.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.epoch, self.rank, self.world_size = 0, 0, 1
+
+    def set_epoch(self, epoch: int, rank: int = 0, world_size: int = 1) -> None:
+        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+
+    def _slices(self) -> Iterator[range]:
+        """This rank's positions in the epoch order, one range per batch."""
+        for start in range(0, batches_per_epoch(self.n, self.batch_size, self.drop_last) * self.batch_size, self.batch_size):
+            mine = shard_rows(min(self.batch_size, self.n - start), self.rank, self.world_size)
+            yield range(start + mine.start, start + mine.stop)
+
+    def slice_sizes(self) -> list[int]:
+        """Rows of this rank in every batch of the epoch, in order (0 where the rank has none)."""
+        return [len(rows) for rows in self._slices()]
 
     def __len__(self) -> int:
-        return self.n
+        return sum(1 for size in self.slice_sizes() if size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, "folder"))
-        order = torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
-        seeds = torch.randint(0, 2**62, (self.n,), generator=generator)
-        return zip(order.tolist(), seeds.tolist())
+        order = (torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)).tolist()
+        seeds = torch.randint(0, 2**62, (self.n,), generator=generator).tolist()
+        for rows in self._slices():
+            if rows:
+                yield [(order[position], seeds[position]) for position in rows]
 
 
 class _SeededImages(Dataset):

@@ -122,7 +122,7 @@ def text_tokenizer(name: str) -> tuple[Any, int]:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"data.options.tokenizer must be 'bytes' or a Hugging Face tokenizer id or folder, not {name!r}")
     if name == BYTES:
-        return (lambda text: torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()), 256
+        return _utf8_bytes, 256
     from layerlottery.models.hf_causal_lm import require_transformers
 
     transformers = require_transformers()
@@ -137,6 +137,12 @@ def text_tokenizer(name: str) -> tuple[Any, int]:
         return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
 
     return encode, len(tokenizer)
+
+
+def _utf8_bytes(text: str) -> torch.Tensor:
+    data = bytearray(text.encode("utf-8"))
+    # frombuffer refuses an empty buffer; an empty text gives no tokens, refused by load_text as too short.
+    return torch.frombuffer(data, dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
 
 
 class TextLoader:

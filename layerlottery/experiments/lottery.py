@@ -38,7 +38,6 @@ from layerlottery.errors import ConfigError, DataError, PruningError
 from layerlottery.experiments.at_init import initial_model, model_options_for, run_criterion_options
 from layerlottery.experiments.runs import LotterySpec, RunDir, RunSpec, TicketSpec
 from layerlottery.experiments.sources import DataSource
-from layerlottery.models import create_model
 from layerlottery.models.blocks import NetworkBlocks, find_blocks
 from layerlottery.surgery import RemovalPlan, max_removable, parse_protect, remove_blocks, select_blocks
 from layerlottery.training.checkpoint import (
@@ -96,11 +95,10 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
     return list(specs.values())
 
 
-def check_feasible(settings: ExperimentSettings) -> None:
+def check_feasible(settings: ExperimentSettings, model: nn.Module) -> None:
     """Refuse, before any training, a p (or rounds x k) the selection rules cannot give, and a dense run on
-    disk that lacks a snapshot a rewind point needs."""
+    disk that lacks a snapshot a rewind point needs; ``model`` is a fresh instance of ``settings.model``."""
     lottery = settings.lottery
-    model = create_model(settings.model.name, **settings.model.structure_options())
     for criterion in lottery.criteria:  # e.g. hrank and pls need images and classes, not a language model
         get_criterion(criterion).check_model(model)
     # Removability is structural, so the model's default input size tells it for any input size.

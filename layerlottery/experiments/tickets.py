@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from layerlottery import distributed
 from layerlottery.config import DataSettings, ExperimentSettings
@@ -21,7 +22,7 @@ from layerlottery.experiments import filter_baseline, lottery, ranks, similarity
 from layerlottery.experiments.parallel import Parallelism, train_runs
 from layerlottery.experiments.at_init import initial_model, model_options_for, ticket_for_spec
 from layerlottery.experiments.runs import FILTERS, RunDir, RunSpec, TicketSpec
-from layerlottery.experiments.sources import DataSource, data_source, text_result_fields
+from layerlottery.experiments.sources import TEXT, DataSource, data_source, text_result_fields
 from layerlottery.metrics import count_macs, count_params
 from layerlottery.models import create_model
 from layerlottery.models.blocks import find_blocks
@@ -76,11 +77,13 @@ def plan_runs(settings: ExperimentSettings) -> list[RunSpec]:
 
 
 def check_feasible(settings: ExperimentSettings) -> None:
-    """Refuse, before any training, a p that the network's blocks and the selection rules cannot give."""
-    if settings.lottery.enabled:
-        return lottery.check_feasible(settings)  # also: the snapshots its rewind points need
-    pruning = settings.pruning
+    """Refuse, before any training, data the network cannot read, and a p that the network's blocks and the
+    selection rules cannot give."""
     model = create_model(settings.model.name, **settings.model.structure_options())
+    check_data_fits_model(model, settings)
+    if settings.lottery.enabled:
+        return lottery.check_feasible(settings, model)  # also: the snapshots its rewind points need
+    pruning = settings.pruning
     for criterion in pruning.criteria:  # e.g. synflow cannot score a language model
         get_criterion(criterion).check_model(model)
     # Removability is structural, so the model's default input size tells it for any input size.
@@ -89,6 +92,22 @@ def check_feasible(settings: ExperimentSettings) -> None:
         raise PruningError(
             f"pruning.p asks for {max(pruning.p)} blocks but {settings.model.name} allows at most {limit} "
             f"(protect={pruning.protect}, min_per_stage={pruning.min_per_stage}, selection={pruning.selection})"
+        )
+
+
+def check_data_fits_model(model: nn.Module, settings: ExperimentSettings) -> None:
+    """Refuse text for a network that reads images, and images for a language model, in one line."""
+    reads_tokens = getattr(model, "main_input_name", None) == "input_ids"
+    text = settings.data.name == TEXT
+    if text and not reads_tokens:
+        raise ConfigError(
+            f"data.name=text is for language models (model.name=hf:ID_OR_PATH), and {settings.model.name} reads images; "
+            f"choose an image dataset or a language model"
+        )
+    if reads_tokens and not text:
+        raise ConfigError(
+            f"{settings.model.name} is a language model and reads text, not {settings.data.name} images; "
+            f"set data.name=text and data.data_dir=FILE (a UTF-8 text file)"
         )
 
 

@@ -162,19 +162,29 @@ def measure(
     return _stats(samples, warmup)
 
 
+_PROC_STATUS = "/proc/self/status"
+_PROC_CLEAR_REFS = "/proc/self/clear_refs"
+
+
 def peak_memory(device: torch.device | str | None) -> tuple[int, str]:
     """Peak memory in bytes and what it counts.
 
     CUDA: ``torch.cuda.max_memory_allocated`` since the last :func:`reset_peak_memory`
     (``"cuda_allocated"``; tensors only, not the caching allocator's reserve or the CUDA context).
-    Otherwise: the process's peak resident set size over its whole lifetime (``"cpu_max_rss"``),
-    which includes the interpreter, libraries and data, and cannot be reset.
+    Otherwise the peak resident set size of this process (``"cpu_max_rss"``: interpreter, libraries and data
+    included). On Linux that is ``VmHWM``, since the process started or since :func:`reset_peak_memory`;
+    not ``getrusage``'s ``ru_maxrss``, which Linux carries over fork and exec, so that a worker started by a
+    big process would report its parent's peak. Elsewhere: ``ru_maxrss`` (macOS) or psutil's peak working set
+    (Windows), both over the process's lifetime.
     """
     dev = _device(device)
     if dev.type == "cuda":
         import torch
 
         return int(torch.cuda.max_memory_allocated(dev)), "cuda_allocated"
+    linux_peak = _linux_peak_rss()
+    if linux_peak is not None:
+        return linux_peak, "cpu_max_rss"
     try:
         import resource
     except ImportError:  # Windows: no getrusage; psutil (a CodeCarbon dependency) has the peak working set
@@ -187,13 +197,37 @@ def peak_memory(device: torch.device | str | None) -> tuple[int, str]:
     return int(maxrss if sys.platform == "darwin" else maxrss * 1024), "cpu_max_rss"
 
 
-def reset_peak_memory(device: torch.device | str | None) -> None:
-    """Restart peak tracking on CUDA; a no-op on the CPU, whose peak RSS is a lifetime high-water mark."""
+def _linux_peak_rss() -> int | None:
+    """``VmHWM`` of ``/proc/self/status`` in bytes, or None where there is no such file."""
+    try:
+        with open(_PROC_STATUS) as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory(device: torch.device | str | None) -> bool:
+    """Restart peak tracking; returns whether it was restarted.
+
+    CUDA: always. CPU: on Linux 4.0 and later, by writing 5 to ``/proc/self/clear_refs`` (the peak becomes
+    the current resident set); elsewhere, or where that file is not writable, the CPU peak is the process's
+    lifetime peak and False is returned.
+    """
     dev = _device(device)
     if dev.type == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats(dev)
+        return True
+    try:
+        with open(_PROC_CLEAR_REFS, "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def speedup(dense_seconds: float, ticket_seconds: float) -> float:

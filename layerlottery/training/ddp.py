@@ -5,6 +5,8 @@
   GPU does; torch's SyncBatchNorm runs on GPUs only, so on the CPU each rank keeps its own batch statistics).
   The caller's model gets its own BatchNorm modules back afterwards; they share every parameter and buffer
   with the SyncBatchNorm stand-ins, so what training changed is in them.
+- :func:`rank_batches` gives each rank its contiguous slice of every global batch; a loader that can cut its
+  batches itself (``epoch_shard``: the image-folder loader) does, so that a rank decodes only its own images.
 - :func:`read_checkpoint` reads ``last.pt`` on rank 0 and hands it to every rank, so a resumed run continues
   on every rank from the same weights, optimizer momentum, schedule and random state, and the other ranks
   need no access to the runs folder (several machines without a shared file system).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -41,6 +43,25 @@ def rank_device(device: torch.device, setting: str, context: DistributedContext)
             f"set train.device=cuda"
         )
     return torch.device("cuda", context.local_rank)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def rank_batches(loader: Any, epoch: int, context: DistributedContext) -> Iterable[Batch]:
+    """This rank's rows of every batch of ``loader.epoch(epoch)``, cut by :func:`layerlottery.distributed.shard_rows`.
+
+    Every rank gets the same number of batches (a slice may be empty). A loader with an
+    ``epoch_shard(epoch, rank, world_size)`` method builds only this rank's rows (an image folder: decoding is
+    the cost worth splitting); any other loader's global batch is built on every rank and sliced (in-memory
+    data, where building the batch is one gather). One process: ``loader.epoch(epoch)`` itself.
+    """
+    if not context.distributed:
+        return loader.epoch(epoch)
+    cut_by_loader = getattr(loader, "epoch_shard", None)
+    if cut_by_loader is not None:
+        return cut_by_loader(epoch, context.rank, context.world_size)
+    return (distributed.shard_batch(inputs, labels, context) for inputs, labels in loader.epoch(epoch))
 
 
 @contextlib.contextmanager

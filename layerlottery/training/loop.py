@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,14 +33,14 @@ from layerlottery import distributed
 from layerlottery.config import TrainSettings
 from layerlottery.devices import resolve_device as _resolve_device
 from layerlottery.errors import ConfigError, DataError, LayerLotteryError
-from layerlottery.metrics.timing import RunTiming, run_timing
+from layerlottery.metrics.timing import RunTiming, peak_memory, reset_peak_memory, run_timing
 from layerlottery.threads import training_threads
 from layerlottery.training.callbacks import Callback, Checkpointer, SnapshotSaver, TrainState
-from layerlottery.training.ddp import data_parallel, rank_device, read_checkpoint
+from layerlottery.training.ddp import data_parallel, rank_batches, rank_device, read_checkpoint
 from layerlottery.training.graphed import build_train_step
 from layerlottery.training.optim import build_optimizer, build_scheduler, use_fused
 from layerlottery.training.progress import TrainProgress
-from layerlottery.training.step import EagerStep, ShardedStep, autocast, layout
+from layerlottery.training.step import EagerStep, autocast, layout
 
 
 class TrainingDivergedError(LayerLotteryError):
@@ -49,7 +48,11 @@ class TrainingDivergedError(LayerLotteryError):
 
 
 class BatchLoader(Protocol):
-    """What :func:`train` and :func:`evaluate` need from a loader (e.g. ``layerlottery.data.DeviceLoader``)."""
+    """What :func:`train` and :func:`evaluate` need from a loader (e.g. ``layerlottery.data.DeviceLoader``).
+
+    A loader may also have ``epoch_shard(epoch, rank, world_size)``, the same batches cut to one rank's rows
+    (see :func:`~layerlottery.training.ddp.rank_batches`), for distributed runs whose batches are costly to build.
+    """
 
     num_samples: int
 
@@ -68,8 +71,9 @@ class TrainResult:
     ``history`` has one row per epoch: ``{epoch, lr, train_loss, train_acc, test_loss, test_acc,
     epoch_train_seconds, images_per_second}`` (test values None when that epoch was not evaluated).
     ``peak_memory_kind`` says what ``peak_memory_bytes`` measures: ``"cuda_allocated"``
-    (``torch.cuda.max_memory_allocated`` during training) or ``"cpu_max_rss"`` (the whole process's peak
-    resident set size, data and everything loaded before training included).
+    (``torch.cuda.max_memory_allocated`` during training) or ``"cpu_max_rss"`` (the process's peak
+    resident set size during training on Linux, over its lifetime elsewhere; the data and libraries it holds
+    included: see :func:`layerlottery.metrics.timing.peak_memory`).
     """
 
     history: list[dict[str, Any]]
@@ -150,9 +154,9 @@ def evaluate(
     forward runs under ``torch.inference_mode`` (no autograd bookkeeping at all); on the CPU under
     ``torch.no_grad``, as it always did.
 
-    With ``context`` of a distributed run, every rank must call this together: rank r evaluates batches
-    r, r + world_size, ... and the sums are added over the ranks, so each batch is computed as on one process
-    and every rank returns the same numbers (equal to one process's but for the order of the float64 sum).
+    With ``context`` of a distributed run, every rank must call this together: each evaluates its slice of
+    every batch (:func:`~layerlottery.training.ddp.rank_batches`) and the sums are added over the ranks, so
+    every rank returns the same numbers (one process's up to float rounding).
     """
     device = torch.device(device)
     with torch.inference_mode() if device.type == "cuda" else torch.no_grad():
@@ -169,9 +173,7 @@ def _evaluate(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     samples = 0
     try:
-        for index, (inputs, labels) in enumerate(loader.epoch(0)):
-            if index % context.world_size != context.rank:  # another rank's batch
-                continue
+        for inputs, labels in rank_batches(loader, 0, context):
             inputs = layout(inputs, channels_last and device.type == "cuda")
             with autocast(device, amp):
                 logits = model(inputs)
@@ -180,10 +182,9 @@ def _evaluate(
             samples += labels.shape[0]
     finally:
         model.train(was_training)
-    if context.distributed:
-        counted = torch.tensor(samples, dtype=torch.int64, device=device)
-        distributed.all_reduce_([loss_sum, correct, counted], "sum")
-        samples = int(counted.item())
+    if context.distributed:  # not for rank 0 evaluating alone (robustness) while a process group is up
+        distributed.all_reduce_([loss_sum, correct], "sum")
+        (samples,) = distributed.sum_counts(samples, device=device, ctx=context)
     if samples == 0:
         raise DataError("the evaluation loader yields no batches; check the test split is not empty")
     return loss_sum.item() / samples, correct.item() / samples
@@ -278,8 +279,7 @@ def train(
         sharding = {"context": context} if context.distributed else {}  # a distributed run's step: ShardedStep
         stepper = build_train_step(net, optimizer, settings, device, amp=amp, channels_last=channels_last, **sharding)
         seen_shapes: set[tuple[int, ...]] | None = set() if settings.compile else None
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)  # this run's peak (on the CPU where the OS allows: see reset_peak_memory)
         for hook in hooks:
             hook.on_train_start(state)
         with TrainProgress(progress, settings.epochs, steps_per_epoch, state.epoch) as bar:
@@ -287,7 +287,7 @@ def train(
                 for hook in hooks:
                     hook.on_epoch_start(state)
                 bar.start_epoch(state.epoch + 1)
-                row = _train_epoch(stepper, state, train_loader, seen_shapes, bar)
+                row = _train_epoch(stepper, state, train_loader, context, seen_shapes, bar)
                 # Per-rank BatchNorm (the CPU) leaves each rank its own running statistics: take rank 0's, so
                 # that every rank evaluates, and ends with, the weights rank 0 checkpoints.
                 distributed.broadcast_tensors_(list(model.buffers()))
@@ -347,6 +347,7 @@ def _train_epoch(
     stepper: EagerStep,
     state: TrainState,
     loader: BatchLoader,
+    context: distributed.DistributedContext,
     seen_shapes: set[tuple[int, ...]] | None,
     bar: TrainProgress,
 ) -> dict[str, Any]:
@@ -367,7 +368,7 @@ def _train_epoch(
 
     _synchronize(device)
     start = time.perf_counter()
-    for step, (inputs, labels) in enumerate(loader.epoch(epoch), start=1):
+    for step, (inputs, labels) in enumerate(rank_batches(loader, epoch, context), start=1):
         compiles = seen_shapes is not None and tuple(inputs.shape) not in seen_shapes
         warm_up = compiles or stepper.one_off(inputs)
         if warm_up:  # close the timed segment: this step compiles or captures
@@ -390,12 +391,13 @@ def _train_epoch(
         bar.advance()
         if bar.due():
             elapsed = train_seconds + time.perf_counter() - start
-            # A rank's running totals cover its own slices until the epoch's sum over ranks below.
-            seen = max(1, stepper.local_samples) if isinstance(stepper, ShardedStep) else samples
+            # Several ranks: this rank's running numbers, until the epoch's sums over the ranks below.
+            seen = max(1, samples)
             bar.show(totals.loss_sum.item() / seen, totals.correct.item() / seen, _rate(timed_samples, elapsed))
     _synchronize(device)
     train_seconds += time.perf_counter() - start
     totals.reduce_across_ranks()  # a distributed run's loss and accuracy over the global batches
+    samples, timed_samples = distributed.sum_counts(samples, timed_samples, device=device, ctx=context)
     if samples == 0:
         raise DataError(f"the training loader yielded no batches in epoch {epoch}; check the training split")
     bad_step = int(totals.first_bad_step.item())
@@ -438,16 +440,10 @@ def _run_timing(history: Sequence[dict[str, Any]]) -> RunTiming | None:
 
 def _update_peak_memory(state: TrainState) -> None:
     """Peak memory so far, kept across resumptions as the larger of the stored and the current peak."""
-    if state.device.type == "cuda":
-        peak, kind = int(torch.cuda.max_memory_allocated(state.device)), "cuda_allocated"
-    else:
-        try:
-            import resource
-        except ImportError:  # Windows: no getrusage
-            return
-        # ru_maxrss is in KiB on Linux and in bytes on macOS.
-        scale = 1 if sys.platform == "darwin" else 1024
-        peak, kind = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "cpu_max_rss"
+    try:
+        peak, kind = peak_memory(state.device)
+    except ImportError:  # Windows without psutil: no peak to read
+        return
     if state.peak_memory_kind == kind and state.peak_memory_bytes is not None:
         peak = max(peak, state.peak_memory_bytes)
     state.peak_memory_bytes, state.peak_memory_kind = peak, kind

@@ -120,12 +120,13 @@ class EagerStep:
 class ShardedStep(EagerStep):
     """The eager step of one rank of a DistributedDataParallel run: its slice of every global batch.
 
-    Every rank gets the same global batch (the loaders' order is a pure function of seed and epoch) and trains
-    on its contiguous slice (:func:`layerlottery.distributed.shard_batch`). The loss is the sum over the slice
-    divided by the global batch's label count, times the world size: DDP averages gradients over ranks, so the
-    update is the mean over the global batch, as on one process, even for a last batch that does not split
-    evenly (or leaves a rank empty). The totals add the slice's summed loss and are summed over ranks once an
-    epoch (:meth:`StepTotals.reduce_across_ranks`). ``net`` is the DDP-wrapped model.
+    The loop hands each rank its contiguous slice of the global batch (:func:`~layerlottery.training.ddp.rank_batches`).
+    The loss is the sum over the slice divided by the global batch's label count, times the world size: DDP
+    averages gradients over ranks, so the update is the mean over the global batch, as on one process, even
+    for a last batch that does not split evenly (or leaves a rank empty). The global count is this step's
+    label counts summed over the ranks, a one-number all-reduce on the device (no wait for the host), beside
+    DDP's all-reduce of the gradients. The totals add the slice's summed loss and are summed over ranks once
+    an epoch (:meth:`StepTotals.reduce_across_ranks`). ``net`` is the DDP-wrapped model.
     """
 
     def __init__(
@@ -134,24 +135,20 @@ class ShardedStep(EagerStep):
     ) -> None:
         super().__init__(net, optimizer, device, amp=amp, channels_last=channels_last)
         self.context = context
-        self.local_samples = 0
-        """Rows this rank trained on this epoch (the progress bar's running numbers are this rank's)."""
-
-    def start_epoch(self) -> None:
-        super().start_epoch()
-        self.local_samples = 0
 
     def run(self, inputs: torch.Tensor, labels: torch.Tensor, step: int | torch.Tensor) -> None:
-        rows = labels.shape[0]  # what EagerStep's mean loss divides by (tokens, for a language model)
-        inputs, labels = distributed.shard_batch(inputs, labels, self.context)
+        # What one process's mean loss divides by (tokens, for a language model), in float64 as Python would
+        # divide, so the scale rounds to float32 exactly as a Python float would.
+        batch_labels = torch.full((), labels.shape[0], dtype=torch.float64, device=self.device)
+        distributed.all_reduce_([batch_labels], "sum")
+        scale = (self.context.world_size / batch_labels).float()
         with autocast(self.device, self.amp, cache_enabled=self.autocast_cache):
             logits = self.net(layout(inputs, self.channels_last))
             loss_sum = F.cross_entropy(logits, labels, reduction="sum")
         self.optimizer.zero_grad(set_to_none=True)
-        (loss_sum * (self.context.world_size / rows)).backward()
+        (loss_sum * scale).backward()
         self.optimizer.step()
         self.totals.add_summed(loss_sum, logits, labels, step)
-        self.local_samples += labels.shape[0]
 
 
 def autocast(device: torch.device, amp: bool, *, cache_enabled: bool | None = None) -> torch.autocast:

@@ -99,6 +99,34 @@ def test_worker_processes_give_the_same_batches(root: Path) -> None:
         assert torch.equal(x, inline[0]) and torch.equal(y, inline[1])
 
 
+@pytest.mark.parametrize("world", [2, 3])  # with 3 ranks the last batch of 2 leaves rank 2 an empty slice
+def test_ranks_decode_only_their_rows_and_together_give_the_whole_batches(root: Path, world: int) -> None:
+    kwargs = dict(train=True, image_size=16, workers=0, seed=4)
+    whole = list(FolderLoader(root, "train", 5, **kwargs).epoch(2))
+    per_rank, decoded = [], []
+    for rank in range(world):
+        loader = FolderLoader(root, "train", 5, **kwargs)
+        folder = loader._loader.dataset.folder
+        opened = []
+        folder.loader = lambda path, open_image=folder.loader: opened.append(path) or open_image(path)
+        per_rank.append(list(loader.epoch_shard(2, rank, world)))
+        decoded.append(len(opened))
+    assert all(len(batches) == len(whole) == 3 for batches in per_rank)  # every rank steps alike
+    for index, (x, y) in enumerate(whole):
+        pieces = [batches[index] for batches in per_rank]
+        assert [len(py) for _, py in pieces] == [len(part) for part in torch.arange(len(y)).tensor_split(world)]
+        assert torch.equal(torch.cat([px for px, _ in pieces]), x) and torch.equal(torch.cat([py for _, py in pieces]), y)
+        assert all(px.shape[1:] == x.shape[1:] and px.dtype == x.dtype for px, _ in pieces)
+    # Each image is opened by one rank only: the ranks split the decoding instead of repeating it.
+    assert sum(decoded) == 12 and decoded == [sum(len(batches[i][1]) for i in range(3)) for batches in per_rank]
+
+
+def test_a_rank_outside_the_world_is_refused(root: Path) -> None:
+    loader = FolderLoader(root, "train", 5, train=True, image_size=16, workers=0)
+    with pytest.raises(ConfigError, match="rank must lie in 0..1"):
+        loader.epoch_shard(0, 2, 2)
+
+
 def test_channels_last(root: Path) -> None:
     loader = FolderLoader(root, "val", 3, train=False, image_size=8, workers=0, channels_last=True)
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in loader.epoch(0))

@@ -111,4 +111,10 @@ def test_mistakes_stop_before_training(tmp_path, trained_lm):
             criterion = "synflow" if section == "pruning" else "hrank"
             extra = ["lottery.rewind_epochs=[0]"] if section == "lottery" else []
             preflight(settings(tmp_path, trained_lm, text, f"{section}.criteria=[{criterion}]", f"{section}.p=[1]", *extra))
+    # Data the network cannot read: images for the language model, text for an image network (both lottery sections too).
+    for extra in ([], ["lottery.criteria=[random]", "lottery.p=[1]", "lottery.rewind_epochs=[0]"]):
+        with pytest.raises(ConfigError, match="is a language model and reads text, not digits images; set data.name=text"):
+            preflight(settings(tmp_path, trained_lm, text, "data.name=digits", "data.options={}", *extra))
+        with pytest.raises(ConfigError, match="data.name=text is for language models .* and test_resnet reads images"):
+            preflight(settings(tmp_path, trained_lm, text, "model.name=test_resnet", "model.options={}", *extra))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

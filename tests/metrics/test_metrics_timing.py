@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 
 import pytest
-import torch
 
 from layerlottery.errors import ConfigError
 from layerlottery.metrics.timing import (
@@ -93,25 +93,73 @@ def test_measure_rejects_bad_counts(kwargs):
 
 
 _PEAK_PROBE = """
-import json, torch
-from layerlottery.metrics.timing import peak_memory, reset_peak_memory
-reset_peak_memory("cpu")  # documented no-op; must not fail
-before, label = peak_memory("cpu")
-big = torch.ones(256 * 2**20 // 4, dtype=torch.float32)  # writes every page, so all 256 MiB become resident
-after, _ = peak_memory(torch.device("cpu"))
-print(json.dumps({"before": before, "after": after, "label": label, "sum": float(big[:8].sum())}))
+import json, os
+read, write = os.pipe()
+if os.fork() == 0:
+    import torch
+    from layerlottery.metrics.timing import peak_memory, reset_peak_memory
+    before, label = peak_memory("cpu")
+    big = torch.ones(256 * 2**20 // 4, dtype=torch.float32)  # writes every page: all 256 MiB become resident
+    after, _ = peak_memory(torch.device("cpu"))
+    checksum = float(big[:8].sum())
+    del big  # a large tensor is unmapped at once: the resident set falls, the peak stays
+    kept, _ = peak_memory("cpu")
+    restarted = reset_peak_memory("cpu")
+    reset, _ = peak_memory("cpu")
+    got = dict(before=before, after=after, kept=kept, restarted=restarted, reset=reset, label=label, sum=checksum)
+    os.write(write, json.dumps(got).encode())
+    os._exit(0)
+os.close(write)
+print(os.read(read, 4096).decode())
+os.wait()
 """
 
 
-def test_peak_memory_on_cpu_is_bytes_and_grows_with_a_big_allocation():
-    # A fresh interpreter, because the peak is a lifetime high-water mark: inside the test process an
-    # earlier test's peak can sit far above the current resident set (as it did once on CI, where the
-    # mark did not move at all), and then no modest allocation is guaranteed to lift it.
+@pytest.fixture(scope="module")
+def peak_probe() -> dict:
+    # The CPU peak is a high-water mark: inside pytest (often above 1 GiB by now) a modest allocation need not
+    # lift it, and getrusage's peak even carries over fork and exec. So the measuring process is forked from a
+    # bare interpreter: it starts with that interpreter's small peak.
     probe = subprocess.run([sys.executable, "-c", _PEAK_PROBE], capture_output=True, text=True, timeout=120, check=True)
-    got = json.loads(probe.stdout.strip().splitlines()[-1])
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the probe forks; Windows reads psutil's peak working set instead")
+def test_peak_memory_on_cpu_is_bytes_grows_with_a_big_allocation_and_outlives_it(peak_probe):
+    got = peak_probe
     assert got["label"] == "cpu_max_rss" and got["sum"] == 8.0
     assert got["before"] > 10 * 2**20  # a Python process with torch loaded is far above 10 MiB (so KiB were converted)
     assert got["after"] >= got["before"] + 128 * 2**20  # half the allocation: room for the kernel's lagging counters
+    assert got["kept"] >= got["after"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the probe forks; Windows reads psutil's peak working set instead")
+def test_reset_peak_memory_on_cpu_restarts_the_peak_where_the_os_allows(peak_probe):
+    got = peak_probe
+    if sys.platform == "linux":
+        assert got["restarted"]  # /proc/self/clear_refs, Linux 4.0 and later
+    if got["restarted"]:  # the 256 MiB tensor is gone, and so is its peak
+        assert got["reset"] <= got["kept"] - 128 * 2**20
+    else:
+        assert got["reset"] >= got["kept"]
+
+
+def test_peak_memory_reads_vmhwm_in_bytes_and_falls_back_to_getrusage(tmp_path, monkeypatch):
+    import resource
+
+    from layerlottery.metrics import timing
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1024 kB\n")
+    monkeypatch.setattr(timing, "_PROC_STATUS", str(status))
+    assert peak_memory("cpu") == (2048 * 1024, "cpu_max_rss")
+    monkeypatch.setattr(timing, "_PROC_STATUS", str(tmp_path / "absent"))  # not Linux: the lifetime peak
+    scale = 1 if sys.platform == "darwin" else 1024
+    lifetime = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale  # noqa: E731
+    low = lifetime()
+    assert low <= peak_memory("cpu")[0] <= lifetime()
+    monkeypatch.setattr(timing, "_PROC_CLEAR_REFS", str(tmp_path / "no" / "clear_refs"))
+    assert reset_peak_memory("cpu") is False
 
 
 def test_speedup():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -73,3 +74,17 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("epoch_train_seconds", "images_per_second")} for row in history]
+
+
+def write_image_folder(root: Path, *, train: int, val: int, size: int = 12) -> None:
+    """``train`` and ``val`` random PNGs of 3 classes in ImageNet's layout (``root/<split>/<class>/``)."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for split, count in (("train", train), ("val", val)):
+        for index in range(count):
+            folder = root / split / f"class{index % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=rng)
+            pixels[..., 0] = 60 * (index % 3)  # the red channel says the class
+            Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")

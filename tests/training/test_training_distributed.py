@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from _distributed_helpers import caught, run_ranks, save_outcome
-from _training_helpers import TensorLoader, settings, without_timing
+from _training_helpers import TensorLoader, settings, without_timing, write_image_folder
 
 from layerlottery import distributed
 from layerlottery.data import get_dataset
@@ -125,6 +125,49 @@ def test_only_rank_0_writes_checkpoints_and_a_resumed_run_equals_an_uninterrupte
         assert without_timing(history) == without_timing(full_history)
 
 
+# ----------------------------------------------------------- an image folder: each rank decodes its own rows
+
+
+def folder_loaders(root: Path) -> tuple:
+    from layerlottery.data import FolderLoader
+
+    kwargs = dict(image_size=8, workers=0, seed=3)
+    return FolderLoader(root, "train", 5, train=True, **kwargs), FolderLoader(root, "val", 4, train=False, **kwargs)
+
+
+def folder_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _folder_worker(rank: int, out: Path) -> None:
+    train_loader, test_loader = folder_loaders(out / "images")
+    opened: list[str] = []
+    for loader in (train_loader, test_loader):
+        folder = loader._loader.dataset.folder
+        folder.loader = lambda path, open_image=folder.loader: opened.append(path) or open_image(path)
+    model = folder_net()
+    result = train(model, train_loader, settings(epochs=2, batch_size=5, lr=0.1), eval_loader=test_loader, progress=False)
+    save_outcome(out, rank, {"weights": model.state_dict(), "history": result.history, "opened": len(opened)})
+
+
+def test_two_ranks_on_an_image_folder_decode_half_the_images_each_and_train_like_one(tmp_path: Path) -> None:
+    write_image_folder(tmp_path / "images", train=13, val=5)  # a last training batch of 3 splits 2 / 1
+    ranks = run_ranks(_folder_worker, tmp_path)
+    train_loader, test_loader = folder_loaders(tmp_path / "images")
+    single = folder_net()
+    reference = train(single, train_loader, settings(epochs=2, batch_size=5, lr=0.1), eval_loader=test_loader, progress=False)
+    for outcome in ranks:
+        for key, value in outcome["weights"].items():
+            torch.testing.assert_close(value, single.state_dict()[key], rtol=1e-5, atol=1e-6)
+        for row, expected in zip(outcome["history"], reference.history):
+            assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6)
+            assert row["test_loss"] == pytest.approx(expected["test_loss"], rel=1e-6)
+            assert (row["train_acc"], row["test_acc"]) == (expected["train_acc"], expected["test_acc"])
+    # Two training epochs of 13 images and two evaluations of 5, split 5 + 5 + 3 -> 3/2 + 3/2 + 2/1 and 2/2 + 1/0 by rows.
+    assert [outcome["opened"] for outcome in ranks] == [2 * 8 + 2 * 3, 2 * 5 + 2 * 2]
+
+
 def test_mistakes_stop_every_rank_with_one_line(two_ranks) -> None:
     ranks, _out = two_ranks
     for outcome in ranks:
@@ -140,7 +183,11 @@ def test_mistakes_stop_every_rank_with_one_line(two_ranks) -> None:
 
 
 @pytest.mark.parametrize("world, rows", [(2, 5), (3, 5), (6, 5)])  # uneven splits; 6 ranks leave one empty
-def test_sharded_gradients_averaged_over_ranks_equal_the_full_batch_gradient(world: int, rows: int) -> None:
+def test_sharded_gradients_averaged_over_ranks_equal_the_full_batch_gradient(
+    world: int, rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the step's all-reduce of the label counts gives with `world` ranks: the global batch's count.
+    monkeypatch.setattr(distributed, "all_reduce_", lambda tensors, op="sum": [t.fill_(rows) for t in tensors])
     torch.manual_seed(0)
     inputs, labels = torch.randn(rows, 64), torch.randint(0, 10, (rows,))
     net = bn_free_net()
@@ -154,11 +201,10 @@ def test_sharded_gradients_averaged_over_ranks_equal_the_full_batch_gradient(wor
         step = ShardedStep(net, optimizer, torch.device("cpu"), amp=False, channels_last=False,
                            context=distributed.DistributedContext(rank=rank, world_size=world))
         step.start_epoch()
-        step(inputs, labels, 1)
+        step(*distributed.shard_batch(inputs, labels, step.context), 1)
         for total, param in zip(averaged, net.parameters()):
             total += param.grad / world  # what DDP's all-reduce does
         loss_sum += float(step.totals.loss_sum)
-        assert step.local_samples == len(torch.arange(rows).tensor_split(world)[rank])
     for got, want in zip(averaged, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     assert loss_sum == pytest.approx(full.item() * rows, rel=1e-6)
