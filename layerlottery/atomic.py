@@ -148,7 +148,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     path = Path(path).resolve()
     if path.exists():
         if not overwrite:
-            raise DataError(f"{path} already exists; choose another name or overwrite it")
+            raise DataError(f"{path} already exists; choose another name or replace it (--overwrite; overwrite=True in Python)")
         if not path.is_dir() or path.is_symlink():
             raise DataError(f"{path} is not a folder; choose another name")
         refuse_working_folder(path)

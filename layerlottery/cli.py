@@ -25,7 +25,7 @@ app = typer.Typer(
     help=(
         "Find layer-pruned lottery tickets: score every residual block of a network, delete the weakest "
         "blocks, and get a genuinely shallower network.\n\n"
-        "Start with:  layerlottery run quickstart   (the whole pipeline on a CPU in about two minutes)\n\n"
+        "Start with:  layerlottery run quickstart   (the whole pipeline on a 2-core CPU in about four minutes)\n\n"
         "Then:  layerlottery blocks cifar_resnet32   |   layerlottery presets"
     ),
     no_args_is_help=True,
@@ -278,7 +278,8 @@ def score(
       layerlottery score cifar_resnet32 --data synthetic -c snip
       layerlottery score cifar_resnet56 --data cifar10 -c grasp -o variant=abs
       layerlottery score cifar_resnet110 -c synflow -o iterative=true --json
-      layerlottery score cifar_resnet20 --data mnist -c kl --checkpoint runs/dense-3fa2c1d09b7e
+      layerlottery score cifar_resnet20 --data mnist --data-option train_fraction=0.8 -c kl --checkpoint runs/dense-3fa2c1d09b7e
+        (a run of mnist_cpu: the same data options as its training)
       layerlottery score hf:layerlottery/tiny-gpt2 --data text --data-path notes.txt -c block_influence
     """
     ticket = _run(lambda: _find_ticket(model, criterion, option, data, data_dir, data_option, split, samples_per_class, seed, shortcut, zero_init_residual, device, model_option=model_option, p=0, checkpoint=checkpoint))
@@ -421,7 +422,7 @@ RunsDirOpt = typer.Option(None, "--runs-dir", help="Where run directories go (de
 DryRunOpt = typer.Option(False, "--dry-run", metavar="", help="Print the resolved settings and the runs, train nothing.")
 QuietOpt = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bars.")
 JobsOpt = typer.Option(1, "--jobs", "-j", help="Runs trained at once, each in its own worker process (CPU: the cores shared out; CUDA: one GPU each). 1: one after the other in this process.")
-ExecutorOpt = typer.Option("local", "--executor", help="local (worker processes on this machine) or ray (Ray tasks; needs pip install 'layerlottery[ray]').")
+ExecutorOpt = typer.Option("local", "--executor", help="local (worker processes on this machine) or ray (Ray tasks; needs pip install 'layerlottery\\[ray]').")
 RunsPerGpuOpt = typer.Option(1, "--runs-per-gpu", help="Runs sharing one GPU when training in parallel.")
 AddressOpt = typer.Option(None, "--address", help="With --executor ray: the Ray cluster (auto: the one this machine belongs to). Default: $RAY_ADDRESS, else a local Ray instance.")
 
@@ -492,7 +493,7 @@ def pai(
 
     Examples:
       layerlottery pai --model cifar_resnet32 --criteria snip,grasp -p 1,2,3,4,5 --seeds 0,1,2 --epochs 200
-      layerlottery pai --model cifar_resnet20 --data digits --criteria grasp -p 1,2 --epochs 5 train.lr=0.05
+      layerlottery pai --preset quickstart --model cifar_resnet20 --data digits --criteria grasp -p 1,2 --epochs 5
     """
     from layerlottery.config import PRESETS_DIR, load_settings
     from layerlottery.experiments.parallel import Parallelism

@@ -138,6 +138,13 @@ class FolderLoader:
         """Number of class subfolders."""
         return len(self.classes)
 
+    def class_counts(self) -> list[int]:
+        """Images in each class subfolder, in class order (from the file list: nothing is decoded)."""
+        counts = [0] * self.num_classes
+        for label in self._folder.targets:  # type: ignore[attr-defined]
+            counts[label] += 1
+        return counts
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one input, (3, image_size, image_size)."""

@@ -34,6 +34,12 @@ class DataSource(Protocol):
     def scoring_batch(self, samples_per_class: int, seed: int, device: torch.device) -> Batch:
         """``samples_per_class`` training samples of every class, as one batch."""
 
+    def train_class_counts(self) -> list[int] | None:
+        """Training samples of each class (None for text, which has no classes), read without decoding any."""
+
+    def test_size(self) -> int | None:
+        """Images in the test split (None for text, whose test split is measured in tokens)."""
+
 
 def data_source(settings: DataSettings) -> DataSource:
     """The source ``settings`` describe: ``folder`` (ImageNet layout under ``data_dir``), ``text`` (a text file
@@ -71,6 +77,12 @@ class MemorySource:
     def scoring_batch(self, samples_per_class: int, seed: int, device: torch.device) -> Batch:
         return self.train.class_balanced(samples_per_class, seed=seed, device=device)
 
+    def train_class_counts(self) -> list[int]:
+        return torch.bincount(self.train.labels, minlength=self.num_classes).tolist()
+
+    def test_size(self) -> int:
+        return len(self.test)
+
 
 class FolderSource:
     """Images in ``data_dir/train/<class>/`` and ``data_dir/val/<class>/``, decoded by DataLoader workers."""
@@ -103,6 +115,12 @@ class FolderSource:
         if short:
             raise DataError(f"image folder classes {sorted(short)} have fewer than {samples_per_class} training images")
         return batch
+
+    def train_class_counts(self) -> list[int]:
+        return self._loader("train", 1, train=False, seed=0, device=torch.device("cpu")).class_counts()
+
+    def test_size(self) -> int:
+        return self._loader("val", 1, train=False, seed=0, device=torch.device("cpu")).num_samples
 
 
 class TextSource:
@@ -144,6 +162,12 @@ class TextSource:
         from layerlottery.data.text import sample_windows
 
         return sample_windows(self.corpus.train, self.corpus.seq_len, samples_per_class, seed, device)
+
+    def train_class_counts(self) -> None:
+        return None  # text has no classes
+
+    def test_size(self) -> None:
+        return None  # the test text is measured in tokens; load_text refuses one too short for a window
 
 
 def text_result_fields(source: DataSource, history: Sequence[Mapping[str, Any]], images_per_second: float | None) -> dict[str, Any]:

@@ -195,24 +195,22 @@ def _check_scoring_samples(settings: ExperimentSettings, source: DataSource, pen
         (spec.ticket.samples_per_class for spec in pending if spec.ticket and get_criterion(spec.ticket.criterion).needs_data),
         default=0,
     )
-    labels = getattr(getattr(source, "train", None), "labels", None)
-    if not wanted or labels is None:  # an image folder: its classes are only known by walking it; checked when scoring
+    counts = source.train_class_counts() if wanted else None
+    if not counts:  # nothing to draw, or text (no classes: its windows are checked when it is read)
         return
-    counts = torch.bincount(labels, minlength=source.num_classes)
-    fewest = int(counts.min())
+    fewest = min(counts)
     if fewest < wanted:
         setting = "lottery.samples_per_class" if settings.lottery.enabled else "pruning.samples_per_class"
         raise DataError(
-            f"{setting} is {wanted} but class {int(counts.argmin())} of {settings.data.name} holds "
+            f"{setting} is {wanted} but class {counts.index(fewest)} of {settings.data.name} holds "
             f"only {fewest} training images; set {setting}={fewest} or less"
         )
 
 
 def _test_split_warnings(source: DataSource) -> list[str]:
-    test = getattr(source, "test", None)
-    if test is None:
+    size = source.test_size()
+    if size is None:
         return []
-    size = len(test)
     if size == 0:
         raise DataError("the test split holds no images, so no accuracy can be measured; check data.options")
     if size >= SMALL_TEST_SPLIT:

@@ -11,7 +11,7 @@ import layerlottery as ll
 from layerlottery.cli import app
 from layerlottery.config import load_settings
 from layerlottery.experiments import tickets
-from layerlottery.experiments.tickets import plan_runs, run_experiment
+from layerlottery.experiments.tickets import plan_runs, preflight, run_experiment
 from layerlottery.reports import summarize
 from layerlottery.training import Callback
 
@@ -148,6 +148,15 @@ def test_image_folder_experiment(tmp_path):
     assert result.runs[0]["macs"] == ll.count_macs(ll.create_model("test_resnet", num_classes=3, image_size=16, shortcut="B"))
     with pytest.raises(ll.ConfigError, match="data.name=folder needs data.data_dir"):
         tiny_settings(tmp_path, "data.name=folder", "data.options={}")
+    # The checks before any work read a folder's class sizes and test split from its file list.
+    more = dataclasses.replace(settings, runs_dir=str(tmp_path / "more"), seeds=(1,))
+    assert preflight(more).warnings == [
+        "warning: the test split holds only 6 image(s), so accuracies move in steps of 16.67 points; "
+        "compare tickets on 100 or more test images"
+    ]
+    greedy = dataclasses.replace(more, pruning=dataclasses.replace(more.pruning, samples_per_class=7))
+    with pytest.raises(ll.DataError, match="pruning.samples_per_class is 7 but class 0 of folder holds only 6 training images"):
+        preflight(greedy)
 
 
 def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(tmp_path):
