@@ -91,9 +91,10 @@ class FolderSource:
         if settings.data_dir is None:
             raise ConfigError("data.name=folder needs data.data_dir, the folder holding train/ and val/")
         self.settings = settings
-        probe = self._loader("train", 1, train=False, seed=0, device=torch.device("cpu"), channels_last=False)
-        self.num_classes = probe.num_classes
-        self.input_shape = probe.input_shape
+        # The training folder's file list, walked once (ImageNet's is 1.28M files): classes, shape, class sizes.
+        self._train_files = self._loader("train", 1, train=False, seed=0, device=torch.device("cpu"), channels_last=False)
+        self.num_classes = self._train_files.num_classes
+        self.input_shape = self._train_files.input_shape
 
     def _loader(self, split: str, batch_size: int, **kwargs: object) -> FolderLoader:
         data = self.settings
@@ -117,7 +118,7 @@ class FolderSource:
         return batch
 
     def train_class_counts(self) -> list[int]:
-        return self._loader("train", 1, train=False, seed=0, device=torch.device("cpu")).class_counts()
+        return self._train_files.class_counts()
 
     def test_size(self) -> int:
         return self._loader("val", 1, train=False, seed=0, device=torch.device("cpu")).num_samples
